@@ -1,0 +1,263 @@
+"""Run configuration: pydantic models (unknown keys rejected), YAML presets, dotted overrides, config hash.
+
+A config is built from a preset (or YAML file), then `key.sub=value` overrides are applied, then the whole
+tree is validated once. Every error names the offending key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message names the key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SyntheticDataConfig(_Strict):
+    """The embedded verifiable code task (see `wmtp.data.synthetic`)."""
+
+    n_problems: int = Field(240, ge=10, description="Number of generated problems (split by problem).")
+    n_correct: int = Field(2, ge=1, description="Correct solutions written per problem.")
+    n_incorrect: int = Field(3, ge=0, description="Mutated (plausibly incorrect) solutions per problem.")
+    seed: int = Field(0, description="Generator seed; the same seed gives byte-identical data.")
+    valid_fraction: float = Field(0.1, gt=0, lt=0.5, description="Fraction of problems in the valid split.")
+    test_fraction: float = Field(0.1, gt=0, lt=0.5, description="Fraction of problems in the test split.")
+
+
+class DataConfig(_Strict):
+    """Where records come from and how they become token batches."""
+
+    path: str | None = Field(
+        None,
+        description="Directory holding train.jsonl / valid.jsonl (DESIGN §3 records). None: generate the "
+        "embedded synthetic task into `cache_dir`.",
+    )
+    cache_dir: str = Field(".wmtp_cache", description="Where generated data and trained tokenizers are kept.")
+    synthetic: SyntheticDataConfig = Field(default_factory=SyntheticDataConfig)
+    tokenizer: str | None = Field(
+        None, description="Tokenizer directory or HF name. None: use the tokenizer saved with the data."
+    )
+    vocab_size: int = Field(1024, ge=300, description="Vocabulary size when a tokenizer is trained on the corpus.")
+    max_len: int = Field(256, ge=8, description="Records are truncated to this many tokens.")
+    train_on: Literal["correct", "all"] = Field(
+        "correct", description="Which records carry LM loss: only correct solutions (uniform MTP) or all."
+    )
+
+
+class ModelConfig(_Strict):
+    """The trunk (an HF causal LM) and the multi-token heads (DESIGN §5)."""
+
+    pretrained: str | None = Field(
+        None, description="HF model name or local path for the trunk. None: build from the fields below."
+    )
+    n_heads: int = Field(4, ge=1, le=16, description="H, the number of prediction heads; head k predicts t+k.")
+    head1_is_trunk_layer: bool = Field(
+        True,
+        description="Head 1 is the trunk's last transformer block (Meta); otherwise every head is an extra block.",
+    )
+    d_model: int = Field(128, ge=8, description="Hidden size of a trunk built from config.")
+    n_layers: int = Field(4, ge=1, description="Transformer blocks of the trunk (including head 1 when shared).")
+    n_attn_heads: int = Field(4, ge=1, description="Attention heads per block.")
+    n_kv_heads: int | None = Field(None, ge=1, description="Key/value heads (GQA); None = n_attn_heads.")
+    d_ff: int | None = Field(None, ge=8, description="MLP hidden size; None = 4 × d_model rounded to 64.")
+    max_seq_len: int = Field(2048, ge=8, description="Maximum positions (RoPE).")
+    tie_embeddings: bool = Field(True, description="Tie the unembedding to the input embedding.")
+    rope_theta: float = Field(10000.0, gt=0, description="RoPE base.")
+    init_std: float = Field(0.02, gt=0, description="Std of the normal initialisation of a model built from config.")
+
+    @model_validator(mode="after")
+    def _check_heads(self) -> ModelConfig:
+        if self.d_model % self.n_attn_heads:
+            raise ValueError(f"model.d_model={self.d_model} must be divisible by model.n_attn_heads={self.n_attn_heads}")
+        kv = self.n_kv_heads or self.n_attn_heads
+        if self.n_attn_heads % kv:
+            raise ValueError(f"model.n_attn_heads={self.n_attn_heads} must be divisible by model.n_kv_heads={kv}")
+        if self.head1_is_trunk_layer and self.pretrained is None and self.n_layers < 2:
+            raise ValueError("model.n_layers must be >= 2 when model.head1_is_trunk_layer=true")
+        return self
+
+
+class WeightingConfig(_Strict):
+    """How per-(t,k) weights are chosen and normalised (DESIGN §6–§7)."""
+
+    name: Literal["uniform"] = Field("uniform", description="Weight function.")
+    normalize: Literal["mean", "per_position"] = Field(
+        "mean",
+        description="mean: mean weight over valid entries of the batch is 1; per_position: Σ_k w[t,k] equals "
+        "the number of valid heads at t.",
+    )
+    clip_min: float | None = Field(None, ge=0, description="Lower clip applied after normalisation.")
+    clip_max: float | None = Field(None, gt=0, description="Upper clip applied after normalisation.")
+    head_coefs: list[float] | None = Field(
+        None, description="λ_k per head (length H); None = all 1. Loss = Σ w·ce·λ_k / Σ_valid 1."
+    )
+
+    @model_validator(mode="after")
+    def _check_clip(self) -> WeightingConfig:
+        if self.clip_min is not None and self.clip_max is not None and self.clip_min > self.clip_max:
+            raise ValueError(f"weighting.clip_min={self.clip_min} exceeds weighting.clip_max={self.clip_max}")
+        if self.head_coefs is not None and any(c < 0 for c in self.head_coefs):
+            raise ValueError(f"weighting.head_coefs must be >= 0, got {self.head_coefs}")
+        return self
+
+
+class OptimConfig(_Strict):
+    """AdamW with linear warmup then cosine decay to `min_lr_ratio · lr`."""
+
+    lr: float = Field(3e-3, gt=0, description="Peak learning rate.")
+    weight_decay: float = Field(0.1, ge=0, description="AdamW decoupled weight decay (matrices only).")
+    beta1: float = Field(0.9, ge=0, lt=1, description="AdamW β1.")
+    beta2: float = Field(0.95, ge=0, lt=1, description="AdamW β2.")
+    eps: float = Field(1e-8, gt=0, description="AdamW ε.")
+    warmup_steps: int = Field(20, ge=0, description="Linear warmup steps.")
+    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="Final lr as a fraction of the peak.")
+    grad_clip: float | None = Field(1.0, gt=0, description="Max global grad norm; None disables clipping.")
+
+
+class TrainConfig(_Strict):
+    """The training loop."""
+
+    max_steps: int = Field(300, ge=1, description="Optimizer steps.")
+    batch_size: int = Field(16, ge=1, description="Records per micro-batch.")
+    grad_accum: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
+    precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16 enables autocast; weights stay fp32.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when available, else cpu.")
+    ce_chunk_tokens: int = Field(1024, ge=16, description="Tokens per chunk of the chunked unembedding + CE.")
+    eval_every: int = Field(50, ge=1, description="Validation every N steps (and at the end).")
+    eval_batches: int | None = Field(None, ge=1, description="Validation batches; None = the whole valid split.")
+    log_every: int = Field(1, ge=1, description="Write a metrics row every N steps.")
+    ckpt_every: int = Field(100, ge=1, description="Atomic checkpoint every N steps (and at the end).")
+    keep_checkpoints: int = Field(2, ge=1, description="Checkpoints kept on disk (oldest removed first).")
+    max_bad_steps: int = Field(10, ge=0, description="Stop after this many non-finite losses (each is skipped).")
+    progress: bool = Field(True, description="Show a rich progress bar.")
+
+
+class RunConfig(_Strict):
+    """A whole run. `run_dir` receives config.yaml, meta.json, metrics.jsonl and checkpoints/."""
+
+    seed: int = Field(0, description="Seeds model init, data order and every RNG of the run.")
+    run_dir: str = Field("runs/tiny", description="Output directory of the run.")
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    weighting: WeightingConfig = Field(default_factory=WeightingConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+    @model_validator(mode="after")
+    def _check_cross(self) -> RunConfig:
+        coefs = self.weighting.head_coefs
+        if coefs is not None and len(coefs) != self.model.n_heads:
+            raise ValueError(
+                f"weighting.head_coefs has {len(coefs)} entries but model.n_heads={self.model.n_heads}"
+            )
+        return self
+
+
+PRESETS = ("tiny",)
+
+
+def preset_path(name: str) -> Path:
+    """Path of a preset shipped in the package (`tiny`, …)."""
+    path = Path(str(resources.files("wmtp") / "presets" / f"{name}.yaml"))
+    if not path.is_file():
+        raise ConfigError(f"unknown preset {name!r}; shipped presets: {', '.join(PRESETS)}")
+    return path
+
+
+def _parse_value(text: str) -> Any:
+    """Parse an override value with YAML rules (`3e-4` → float, `true` → bool, `[1,2]` → list, `null`)."""
+    value = yaml.safe_load(text) if text.strip() else ""
+    if isinstance(value, str) and _looks_like_float(value):
+        return float(value)  # YAML 1.1 reads `3e-4` as a string
+    return value
+
+
+def _looks_like_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Return a copy of `tree` with `a.b.c=value` overrides applied; unknown keys are checked by validation."""
+    out = json.loads(json.dumps(tree))
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key.sub=value")
+        key, text = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = out
+        for depth, part in enumerate(parts[:-1]):
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {key!r}: {'.'.join(parts[: depth + 1])} is not a section")
+            node = child
+        node[parts[-1]] = _parse_value(text)
+    return out
+
+
+def _format_error(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "<root>"
+        if e["type"] == "extra_forbidden":
+            lines.append(f"unknown key {key!r}: {_allowed_keys(e['loc'])}")
+        else:
+            lines.append(f"{key}: {e['msg']} (got {e.get('input')!r})")
+    return "invalid config:\n  " + "\n  ".join(lines)
+
+
+def _allowed_keys(loc: tuple) -> str:
+    model: type[BaseModel] = RunConfig
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            return "not allowed here"
+        model = field.annotation
+    return "allowed keys are " + ", ".join(sorted(model.model_fields))
+
+
+def validate(tree: dict[str, Any]) -> RunConfig:
+    """Validate a config tree; raise ConfigError naming every bad key."""
+    try:
+        return RunConfig.model_validate(tree)
+    except ValidationError as err:
+        raise ConfigError(_format_error(err)) from None
+
+
+def load_config(source: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Load a preset name or YAML path (default: the `tiny` preset), apply dotted overrides, validate."""
+    path = preset_path("tiny") if source is None else Path(source)
+    if source is not None and not path.exists():
+        if str(source) in PRESETS:
+            path = preset_path(str(source))
+        else:
+            raise ConfigError(f"config file {str(source)!r} not found (or a preset: {', '.join(PRESETS)})")
+    tree = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(tree, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    return validate(apply_overrides(tree, overrides or []))
+
+
+def config_hash(cfg: RunConfig) -> str:
+    """sha256 (first 16 hex) of the resolved config, excluding `run_dir` (where it runs is not what it is)."""
+    tree = cfg.model_dump(mode="json")
+    tree.pop("run_dir")
+    return hashlib.sha256(json.dumps(tree, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def dump_yaml(cfg: RunConfig) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

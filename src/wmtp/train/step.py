@@ -1,0 +1,135 @@
+"""One micro-batch of weighted MTP: trunk forward, weights, then Meta's sequential per-head backward.
+
+The trunk output z is detached into z'; each head k runs forward on z', its loss Σ coef·ce is
+back-propagated at once (freeing that head's activations and chunked logits), accumulating ∂L/∂z'.
+Finally z.backward(∂L/∂z') runs the trunk backward once. Peak memory is the trunk's activations plus
+one head's, however many heads there are.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from wmtp.config import WeightingConfig
+from wmtp.model.loss import linear_ce, mtp_targets, weighted_linear_ce
+from wmtp.model.mtp import MTPModel, TrunkContext
+from wmtp.weighting.base import WeightFn, normalize_weights
+
+
+@dataclass
+class StepResult:
+    """What one micro-batch contributed. loss: the weighted loss (already divided by the step's n_valid).
+    ce: Float[B,T,H] unweighted CE (0 where invalid); weights: normalised Float[B,T,H]; valid: Bool[B,T,H]."""
+
+    loss: float
+    ce: Tensor
+    weights: Tensor
+    valid: Tensor
+
+
+def batch_targets(batch: dict[str, Any], n_heads: int) -> tuple[Tensor, Tensor]:
+    return mtp_targets(batch["input_ids"], batch["loss_mask"], batch["attention_mask"], n_heads)
+
+
+def heads_ce(
+    model: MTPModel, z: Tensor, ctx: TrunkContext, targets: Tensor, valid: Tensor, *, chunk_tokens: int
+) -> Tensor:
+    """Per-(t,k) CE Float[B,T,H] of every head on trunk output z (0 where invalid), one head at a time."""
+    ce = torch.zeros(valid.shape, dtype=torch.float32, device=z.device)
+    for k in range(1, model.n_heads + 1):
+        sel = valid[..., k - 1]
+        if sel.any():
+            h = model.head_hidden(k, z, ctx)[sel]  # [N,D]: only tokens with a target
+            ce[..., k - 1][sel] = linear_ce(h, model.unembed, targets[..., k - 1][sel], chunk_tokens=chunk_tokens)
+    return ce
+
+
+def forward_backward(
+    model: MTPModel,
+    batch: dict[str, Any],
+    *,
+    weight_fn: WeightFn,
+    wcfg: WeightingConfig,
+    n_valid_step: int,
+    chunk_tokens: int,
+    autocast: AbstractContextManager | None = None,
+) -> StepResult:
+    """Accumulate ∂/∂θ of Σ_valid w·ce·λ_k / n_valid_step into .grad for this micro-batch.
+
+    n_valid_step: valid (t,k) entries over all micro-batches of the optimizer step, so that gradient
+    accumulation gives the same loss as one large batch.
+    """
+    amp = autocast or nullcontext()
+    targets, valid = batch_targets(batch, model.n_heads)
+    with amp:
+        z, ctx = model.trunk_forward(batch["input_ids"], batch["attention_mask"])
+    ce_first = None
+    if weight_fn.needs_ce:
+        with torch.no_grad(), amp:
+            ce_first = heads_ce(model, z.detach(), ctx, targets, valid, chunk_tokens=chunk_tokens)
+    raw = weight_fn(batch, valid, ce_first)
+    weights = normalize_weights(raw, valid, mode=wcfg.normalize, clip_min=wcfg.clip_min, clip_max=wcfg.clip_max)
+    coef = weights / max(n_valid_step, 1)  # detached: weights never carry a graph
+    if wcfg.head_coefs is not None:
+        coef = coef * torch.tensor(wcfg.head_coefs, dtype=coef.dtype, device=coef.device)
+
+    z_detached = z.detach().requires_grad_()
+    ce = torch.zeros(valid.shape, dtype=torch.float32, device=z.device)
+    total = 0.0
+    for k in range(1, model.n_heads + 1):
+        sel = valid[..., k - 1]
+        if not sel.any():
+            continue
+        with amp:
+            h = model.head_hidden(k, z_detached, ctx)[sel]  # [N,D]
+            loss_k, ce_k = weighted_linear_ce(
+                h, model.unembed, targets[..., k - 1][sel], coef[..., k - 1][sel], chunk_tokens=chunk_tokens
+            )
+        loss_k.backward()  # frees head k's graph now; ∂L/∂z' accumulates in z_detached.grad
+        ce[..., k - 1][sel] = ce_k
+        total += loss_k.item()
+    if z_detached.grad is not None:
+        z.backward(z_detached.grad)
+    return StepResult(loss=total, ce=ce, weights=weights, valid=valid)
+
+
+@torch.no_grad()
+def evaluate_ce(
+    model: MTPModel, batch: dict[str, Any], *, chunk_tokens: int, autocast: AbstractContextManager | None = None
+) -> tuple[Tensor, Tensor]:
+    """(ce Float[B,T,H], valid Bool[B,T,H]) without touching gradients or any state."""
+    targets, valid = batch_targets(batch, model.n_heads)
+    with autocast or nullcontext():
+        z, ctx = model.trunk_forward(batch["input_ids"], batch["attention_mask"])
+        return heads_ce(model, z, ctx, targets, valid, chunk_tokens=chunk_tokens), valid
+
+
+@torch.no_grad()
+def check_head1_alignment(model: MTPModel, batch: dict[str, Any]) -> None:
+    """Fail loudly unless head 1 reproduces the trunk's own shifted causal-LM labels (and, when head 1 is
+    the trunk's last block, the trunk's own logits)."""
+    targets, valid = batch_targets(batch, model.n_heads)
+    ids, loss_mask, attn = batch["input_ids"], batch["loss_mask"].bool(), batch["attention_mask"].bool()
+    hf_labels = torch.where(loss_mask, ids, -100)[:, 1:]  # HF shifts labels left by one inside its loss
+    ours = torch.where(attn[:, :-1], targets[:, :-1, 0], -100)
+    theirs = torch.where(attn[:, :-1], hf_labels, -100)
+    if not torch.equal(ours, theirs):
+        b, t = (ours != theirs).nonzero()[0].tolist()
+        raise RuntimeError(
+            f"head-1 targets disagree with the trunk's shifted labels at batch row {b}, position {t}: "
+            f"{ours[b, t].item()} vs {theirs[b, t].item()}"
+        )
+    if model.head1_is_trunk_layer:
+        ids1, attn1 = ids[:1], attn[:1]
+        z, ctx = model.trunk_forward(ids1, attn1)
+        ours_logits = model.head_hidden(1, z, ctx) @ model.unembed.T
+        hf_logits = model.trunk(input_ids=ids1, attention_mask=attn1.long()).logits
+        keep = attn1[0]
+        err = (ours_logits[0][keep] - hf_logits[0][keep]).abs().max().item()
+        if err > 1e-3:
+            raise RuntimeError(f"head-1 logits differ from the trunk's own logits by {err:.3g}")

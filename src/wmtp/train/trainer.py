@@ -1,0 +1,268 @@
+"""The one training loop: any WeightFn, gradient accumulation, validation, atomic checkpoints, exact resume."""
+
+from __future__ import annotations
+
+import math
+import resource
+import time
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from wmtp.config import RunConfig, config_hash
+from wmtp.data.collate import EncodedRecord, collate
+from wmtp.model.mtp import MTPModel
+from wmtp.train.optim import build_optimizer, lr_at
+from wmtp.train.run_dir import MetricsLog
+from wmtp.train.state import latest_checkpoint, load_checkpoint, save_checkpoint
+from wmtp.train.step import batch_targets, check_head1_alignment, evaluate_ce, forward_backward
+from wmtp.weighting.base import WeightFn, weight_stats
+
+
+class TrainingDiverged(RuntimeError):
+    """Too many steps with a non-finite loss or gradient."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("train.device=cuda but no CUDA device is available; use train.device=cpu or auto")
+    return torch.device(name)
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak memory so far: CUDA allocator peak, or the process's max RSS on CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class Trainer:
+    """Trains `model` on encoded records with the weights of `weight_fn`; writes into `run_dir`."""
+
+    def __init__(
+        self,
+        cfg: RunConfig,
+        *,
+        model: MTPModel,
+        weight_fn: WeightFn,
+        train_data: list[EncodedRecord],
+        valid_data: list[EncodedRecord],
+        pad_id: int,
+        run_dir: Path,
+    ):
+        if len(train_data) < cfg.train.batch_size:
+            raise ValueError(f"{len(train_data)} training records but train.batch_size={cfg.train.batch_size}")
+        self.cfg = cfg
+        self.device = resolve_device(cfg.train.device)
+        self.model = model.to(self.device)
+        self.weight_fn = weight_fn
+        self.train_data, self.valid_data, self.pad_id = train_data, valid_data, pad_id
+        self.run_dir = run_dir
+        self.optimizer = build_optimizer(model, cfg.optim)
+        self.metrics = MetricsLog(run_dir / "metrics.jsonl")
+        self.step = 0  # optimizer steps taken
+        self.epoch = 0
+        self.position = 0  # records consumed in the current epoch's permutation
+        self.bad_steps = 0
+        self.tokens_seen = 0
+        self._order = self._permutation(0)
+
+    # ---- state --------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "epoch": self.epoch,
+            "position": self.position,
+            "bad_steps": self.bad_steps,
+            "tokens_seen": self.tokens_seen,
+            "config_hash": config_hash(self.cfg),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state["config_hash"] != config_hash(self.cfg):
+            raise ValueError(
+                "the checkpoint was written with a different config (hash "
+                f"{state['config_hash']} vs {config_hash(self.cfg)}); resume with the run's own config.yaml"
+            )
+        self.step, self.epoch, self.position = state["step"], state["epoch"], state["position"]
+        self.bad_steps, self.tokens_seen = state["bad_steps"], state["tokens_seen"]
+        self._order = self._permutation(self.epoch)
+
+    def save(self) -> Path:
+        return save_checkpoint(
+            self.run_dir / "checkpoints",
+            model=self.model,
+            optimizer=self.optimizer,
+            trainer_state=self.state_dict(),
+            keep=self.cfg.train.keep_checkpoints,
+        )
+
+    def resume(self) -> bool:
+        """Restore the latest checkpoint of the run, if any; metrics after it are dropped (rewritten)."""
+        path = latest_checkpoint(self.run_dir / "checkpoints")
+        if path is None:
+            return False
+        self.load_state_dict(load_checkpoint(path, model=self.model, optimizer=self.optimizer))
+        self.metrics.truncate_after(self.step)
+        return True
+
+    # ---- data ---------------------------------------------------------------------------------
+
+    def _permutation(self, epoch: int) -> list[int]:
+        """Record order of an epoch: a pure function of (seed, epoch), so resuming needs only the position."""
+        g = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch)
+        return torch.randperm(len(self.train_data), generator=g).tolist()
+
+    def _next_batch(self) -> dict[str, Any]:
+        size = self.cfg.train.batch_size
+        if self.position + size > len(self._order):  # drop the ragged tail; start the next epoch
+            self.epoch, self.position = self.epoch + 1, 0
+            self._order = self._permutation(self.epoch)
+        idx = self._order[self.position : self.position + size]
+        self.position += size
+        return self._to_device(collate([self.train_data[i] for i in idx], pad_id=self.pad_id))
+
+    def _to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
+        return {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+    def _autocast(self) -> AbstractContextManager:
+        if self.cfg.train.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return nullcontext()
+
+    # ---- loop ---------------------------------------------------------------------------------
+
+    def train(self) -> dict[str, Any]:
+        """Run until train.max_steps; return the last validation row."""
+        tc = self.cfg.train
+        self.model.train()
+        if self.step == 0:
+            check_head1_alignment(self.model, self._to_device(collate(self.train_data[:2], pad_id=self.pad_id)))
+        last_eval: dict[str, Any] = {}
+        with self._progress() as progress:
+            task = progress.add_task("train", total=tc.max_steps, completed=self.step)
+            while self.step < tc.max_steps:
+                row = self.train_step()
+                if self.step % tc.log_every == 0 or self.step == tc.max_steps:
+                    self.metrics.write(row)
+                if self.step % tc.eval_every == 0 or self.step == tc.max_steps:
+                    last_eval = self.validate()
+                    self.metrics.write(last_eval)
+                if self.step % tc.ckpt_every == 0 or self.step == tc.max_steps:
+                    self.save()
+                desc = f"loss {row['loss']:.3f}" + (f" · val {last_eval['val_loss']:.3f}" if last_eval else "")
+                progress.update(task, completed=self.step, description=desc)
+        return last_eval
+
+    def train_step(self) -> dict[str, Any]:
+        """One optimizer step over grad_accum micro-batches; returns its metrics row."""
+        tc, H = self.cfg.train, self.model.n_heads
+        started = time.perf_counter()
+        lr = lr_at(self.step, cfg=self.cfg.optim, max_steps=tc.max_steps)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+        # 1) micro-batches and the step's valid-entry count (the loss denominator across accumulation)
+        micro = [self._next_batch() for _ in range(tc.grad_accum)]
+        n_valid = sum(self._n_valid(b) for b in micro)
+
+        # 2) forward/backward per micro-batch (sequential heads inside)
+        loss, ce_sum, count = 0.0, torch.zeros(H), torch.zeros(H)
+        weights, valids = [], []
+        for batch in micro:
+            out = forward_backward(
+                self.model,
+                batch,
+                weight_fn=self.weight_fn,
+                wcfg=self.cfg.weighting,
+                n_valid_step=n_valid,
+                chunk_tokens=tc.ce_chunk_tokens,
+                autocast=self._autocast(),
+            )
+            loss += out.loss
+            ce_sum += out.ce.sum(dim=(0, 1)).cpu()
+            count += out.valid.sum(dim=(0, 1)).cpu()
+            weights.append(out.weights.flatten(0, 1).cpu())
+            valids.append(out.valid.flatten(0, 1).cpu())
+            self.tokens_seen += int(batch["attention_mask"].sum())
+
+        # 3) clip, finite check, step
+        grad_norm = self._clip_grad_norm()
+        finite = math.isfinite(loss) and math.isfinite(grad_norm)
+        if finite:
+            self.optimizer.step()
+        else:
+            self.bad_steps += 1
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        if self.bad_steps > tc.max_bad_steps:
+            raise TrainingDiverged(f"{self.bad_steps} non-finite steps (train.max_bad_steps={tc.max_bad_steps})")
+
+        # 4) metrics
+        elapsed = time.perf_counter() - started
+        tokens = sum(int(b["attention_mask"].sum()) for b in micro)
+        row: dict[str, Any] = {
+            "kind": "train",
+            "step": self.step,
+            "loss": loss,
+            "lr": lr,
+            "grad_norm": grad_norm,
+            "tokens_per_s": tokens / elapsed,
+            "step_s": elapsed,
+            "tokens_seen": self.tokens_seen,
+            "peak_mem_mb": peak_memory_mb(self.device),
+            "skipped": not finite,
+            "bad_steps": self.bad_steps,
+        }
+        row.update({f"ce_h{k + 1}": (ce_sum[k] / count[k].clamp(min=1)).item() for k in range(H)})
+        row.update(weight_stats(torch.cat(weights), torch.cat(valids)))
+        return row
+
+    def _n_valid(self, batch: dict[str, Any]) -> int:
+        return int(batch_targets(batch, self.model.n_heads)[1].sum())
+
+    def _clip_grad_norm(self) -> float:
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        if not params:
+            return 0.0
+        max_norm = self.cfg.optim.grad_clip if self.cfg.optim.grad_clip is not None else float("inf")
+        return float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, Any]:
+        """Per-head validation CE (mean over valid entries). No gradient, RNG or data-order state changes."""
+        was_training = self.model.training
+        self.model.eval()
+        H, size = self.model.n_heads, self.cfg.train.batch_size
+        ce_sum, count = torch.zeros(H, dtype=torch.float64), torch.zeros(H, dtype=torch.float64)
+        n_batches = math.ceil(len(self.valid_data) / size)
+        if self.cfg.train.eval_batches is not None:
+            n_batches = min(n_batches, self.cfg.train.eval_batches)
+        for i in range(n_batches):
+            batch = self._to_device(collate(self.valid_data[i * size : (i + 1) * size], pad_id=self.pad_id))
+            ce, valid = evaluate_ce(
+                self.model, batch, chunk_tokens=self.cfg.train.ce_chunk_tokens, autocast=self._autocast()
+            )
+            ce_sum += ce.sum(dim=(0, 1)).double().cpu()
+            count += valid.sum(dim=(0, 1)).double().cpu()
+        self.model.train(was_training)
+        per_head = ce_sum / count.clamp(min=1)
+        row: dict[str, Any] = {"kind": "eval", "step": self.step, "val_loss": (ce_sum.sum() / count.sum()).item()}
+        row.update({f"val_ce_h{k + 1}": per_head[k].item() for k in range(H)})
+        return row
+
+    def _progress(self) -> Progress:
+        return Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            disable=not self.cfg.train.progress,
+        )
