@@ -16,7 +16,7 @@ from wmtp.config import ConfigError, load_config
 app = typer.Typer(help="Weighted Multi-Token Prediction: train, evaluate and benchmark.", no_args_is_help=True)
 bench_app = typer.Typer(help="Performance benchmarks; each prints one JSON object on its last line.")
 app.add_typer(bench_app, name="bench")
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # soft wrap: paths in messages stay whole
 
 ConfigOption = Annotated[
     str | None, typer.Option("--config", "-c", help="Preset name (tiny) or YAML file; default: the tiny preset.")

@@ -215,6 +215,8 @@ def _format_error(err: ValidationError) -> str:
         key = ".".join(str(p) for p in e["loc"]) or "<root>"
         if e["type"] == "extra_forbidden":
             lines.append(f"unknown key {key!r}: {_allowed_keys(e['loc'])}")
+        elif e["type"] == "value_error":  # our validators already name the keys involved
+            lines.append(str(e["ctx"]["error"]))
         else:
             lines.append(f"{key}: {e['msg']} (got {e.get('input')!r})")
     return "invalid config:\n  " + "\n  ".join(lines)

@@ -63,6 +63,7 @@ class Trainer:
         self.weight_fn = weight_fn
         self.train_data, self.valid_data, self.pad_id = train_data, valid_data, pad_id
         self.run_dir = run_dir
+        run_dir.mkdir(parents=True, exist_ok=True)
         self.optimizer = build_optimizer(model, cfg.optim)
         self.metrics = MetricsLog(run_dir / "metrics.jsonl")
         self.step = 0  # optimizer steps taken

@@ -1,0 +1,88 @@
+"""Records → token ids → padded batches (DESIGN §3).
+
+A sequence is [bos] + tok(prompt) + tok(completion) + [eos]. Prompt and completion are tokenised separately,
+exactly as at generation time, when the model is given the prompt's tokens and continues from there.
+Loss targets are the completion tokens and the eos; never bos, prompt or padding.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from transformers import PreTrainedTokenizerFast
+
+from wmtp.data.records import DataError, Record
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EncodedRecord:
+    """One tokenised record: `input_ids[:n_prompt]` is bos + prompt, the rest completion (+ eos if it fit)."""
+
+    id: str
+    input_ids: list[int]
+    n_prompt: int
+    is_correct: bool
+
+
+def encode_records(
+    records: Sequence[Record], tokenizer: PreTrainedTokenizerFast, max_len: int
+) -> list[EncodedRecord]:
+    """Tokenise records, truncating each to `max_len` tokens from the right (the prompt start is kept).
+
+    A tokenizer without a bos token (some pretrained ones) gets no bos. Records left with no completion token
+    are dropped, and the number dropped is logged.
+    """
+    if tokenizer.eos_token_id is None:
+        raise DataError("the tokenizer has no eos token; completions need an end marker")
+    if not records:
+        return []
+    bos = [] if tokenizer.bos_token_id is None else [tokenizer.bos_token_id]
+    # Batch calls run in the Rust backend; special tokens are added here, never by the tokenizer.
+    prompts = tokenizer([r.prompt for r in records], add_special_tokens=False)["input_ids"]
+    completions = tokenizer([r.completion for r in records], add_special_tokens=False)["input_ids"]
+    out = []
+    for record, prompt, completion in zip(records, prompts, completions):
+        n_prompt = len(bos) + len(prompt)
+        ids = (bos + prompt + completion + [tokenizer.eos_token_id])[:max_len]
+        if len(ids) > n_prompt:
+            out.append(EncodedRecord(record.id, ids, n_prompt, record.is_correct))
+    if len(out) < len(records):
+        log.warning(
+            "dropped %d of %d records whose completion does not fit in max_len=%d",
+            len(records) - len(out), len(records), max_len,
+        )
+    return out
+
+
+def collate(examples: Sequence[EncodedRecord], *, pad_id: int, padding_side: str = "right") -> dict:
+    """Pad a list of encoded records to the longest, T.
+
+    Returns `input_ids` Long[B,T], `attention_mask` Bool[B,T], `loss_mask` Bool[B,T] (completion tokens and
+    eos), `is_correct` Float[B], `ids` list[str].
+    """
+    if padding_side not in ("right", "left"):
+        raise ValueError(f"padding_side must be 'right' or 'left', got {padding_side!r}")
+    if not examples:
+        raise ValueError("cannot collate an empty batch")
+    B, T = len(examples), max(len(e.input_ids) for e in examples)
+    input_ids = torch.full((B, T), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros(B, T, dtype=torch.bool)
+    loss_mask = torch.zeros(B, T, dtype=torch.bool)
+    for b, e in enumerate(examples):
+        n = len(e.input_ids)
+        start = 0 if padding_side == "right" else T - n  # first real token of row b
+        input_ids[b, start:start + n] = torch.tensor(e.input_ids, dtype=torch.long)
+        attention_mask[b, start:start + n] = True
+        loss_mask[b, start + e.n_prompt:start + n] = True
+    return {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "loss_mask": loss_mask,
+        "is_correct": torch.tensor([float(e.is_correct) for e in examples], dtype=torch.float32),
+        "ids": [e.id for e in examples],
+    }

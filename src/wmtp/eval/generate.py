@@ -1,0 +1,83 @@
+"""Batched sampling of completions from an MTPModel's head 1 (HF `generate`, KV cache, left padding)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from rich.progress import Progress
+from transformers import PreTrainedTokenizerBase
+
+from wmtp.model.mtp import MTPModel
+
+CODE_STOPS = ("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\nassert ")
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """temperature 0 is greedy decoding; n samples per prompt; completions are cut at the first stop string."""
+
+    temperature: float = 0.0
+    top_p: float = 1.0
+    n: int = 1
+    max_new_tokens: int = 128
+    stop: tuple[str, ...] = field(default=CODE_STOPS)
+    seed: int = 0
+
+
+def truncate_at_stop(text: str, stops: tuple[str, ...]) -> str:
+    """Cut text before the earliest stop string (the stop itself is not part of the completion)."""
+    cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=len(text))
+    return text[:cut]
+
+
+@torch.no_grad()
+def generate(
+    model: MTPModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[str],
+    *,
+    sampling: SamplingConfig,
+    batch_size: int = 16,
+    progress: bool = True,
+) -> list[list[str]]:
+    """For each prompt, `sampling.n` completions (text after the prompt, cut at stops and eos).
+
+    Prompts are encoded like training records ([bos] + prompt tokens). Decoding uses head 1, which is the
+    trunk's own last block, so the trunk's HF `generate` (with its KV cache) decodes exactly head 1.
+    """
+    if not model.head1_is_trunk_layer:
+        raise ValueError("generation decodes head 1 through the trunk: it needs model.head1_is_trunk_layer=true")
+    was_training = model.training
+    model.eval()
+    device = model.unembed.device
+    torch.manual_seed(sampling.seed)
+    encoded = [[tokenizer.bos_token_id] + tokenizer.encode(p, add_special_tokens=False) for p in prompts]
+    results: list[list[str]] = []
+    with Progress(disable=not progress) as bar:
+        task = bar.add_task("generate", total=len(prompts))
+        for start in range(0, len(encoded), batch_size):
+            chunk = encoded[start : start + batch_size]
+            width = max(map(len, chunk))
+            ids = torch.full((len(chunk), width), tokenizer.pad_token_id, dtype=torch.long)
+            mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            for i, seq in enumerate(chunk):  # left padding: every prompt ends where generation starts
+                ids[i, width - len(seq) :] = torch.tensor(seq)
+                mask[i, width - len(seq) :] = 1
+            out = model.trunk.generate(
+                input_ids=ids.to(device),
+                attention_mask=mask.to(device),
+                do_sample=sampling.temperature > 0,
+                temperature=sampling.temperature if sampling.temperature > 0 else None,
+                top_p=sampling.top_p if sampling.temperature > 0 else None,
+                num_return_sequences=sampling.n,
+                max_new_tokens=sampling.max_new_tokens,
+                eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+            texts = tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
+            for i in range(len(chunk)):
+                results.append([truncate_at_stop(t, sampling.stop) for t in texts[i * sampling.n : (i + 1) * sampling.n]])
+            bar.update(task, advance=len(chunk))
+    model.train(was_training)
+    return results
