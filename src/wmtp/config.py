@@ -21,7 +21,8 @@ class ConfigError(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # coerce_numbers_to_str: an override like run_dir=123 is YAML-parsed as a number but meant as text
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, coerce_numbers_to_str=True)
 
 
 class SyntheticDataConfig(_Strict):
@@ -88,10 +89,57 @@ class ModelConfig(_Strict):
         return self
 
 
+class Rho1Config(_Strict):
+    """Rho-1 excess-loss weighting (DESIGN §7; `wmtp.weighting.rho1`) and its reference model / CE cache."""
+
+    reference: str | None = Field(
+        None,
+        description="Reference model: a wmtp run or model directory (its head 1 = next-token logits), or an HF "
+        "causal LM (local path or hub name). Required when rho1 weights are used (also by its controls).",
+    )
+    reference_revision: str | None = Field(
+        None, description="Hub revision of an HF reference given by name (part of the cache key); None = main."
+    )
+    excess: Literal["signed", "abs"] = Field(
+        "abs",
+        description="excess[t,k] = ce[t,k] − ref_ce[t+k] (signed, Rho-1's original) or its absolute value (abs).",
+    )
+    transform: Literal["softmax_heads", "softmax_batch", "topk"] = Field(
+        "softmax_heads",
+        description="softmax_heads: softmax of excess/T over the valid heads at each t; softmax_batch: softmax "
+        "over all valid entries of the batch, rescaled to mean 1; topk: 1 for the top topk_percent, else 0.",
+    )
+    temperature: float = Field(1.0, gt=0, description="Softmax temperature T (softmax transforms only).")
+    min_ce_diff: float = Field(
+        0.0, ge=0, description="Entries with |excess| < min_ce_diff get weight exactly 0 (0 disables)."
+    )
+    topk_percent: float = Field(
+        60.0, gt=0, le=100, description="topk: percent of the batch's valid entries kept (Rho-1 used 60–70)."
+    )
+    ref_on_the_fly: bool = Field(
+        False,
+        description="Compute ref_ce with the reference model during training instead of reading the cache "
+        "written by `wmtp score-ref`.",
+    )
+    cache_dir: str | None = Field(
+        None, description="Root of reference-CE caches (one subdirectory per key); None = <data.cache_dir>/ref."
+    )
+    shard_records: int = Field(256, ge=1, description="Records per cache shard (the unit of resumption).")
+    score_batch_size: int = Field(16, ge=1, description="Records per reference forward when scoring.")
+
+
 class WeightingConfig(_Strict):
     """How per-(t,k) weights are chosen and normalised (DESIGN §6–§7)."""
 
-    name: Literal["uniform"] = Field("uniform", description="Weight function.")
+    name: Literal["uniform", "rho1", "random", "shuffled"] = Field(
+        "uniform",
+        description="Weight function. random / shuffled are controls of `control_of`: its weights drawn i.i.d. "
+        "from their empirical distribution, or permuted, among the batch's valid entries.",
+    )
+    control_of: Literal["rho1"] = Field(
+        "rho1", description="The method whose weights the random / shuffled controls resample."
+    )
+    rho1: Rho1Config = Field(default_factory=Rho1Config, description="Settings of the rho1 weighting.")
     normalize: Literal["mean", "per_position"] = Field(
         "mean",
         description="mean: mean weight over valid entries of the batch is 1; per_position: Σ_k w[t,k] equals "

@@ -145,9 +145,26 @@ def captured_grads(trainer: Trainer) -> dict[str, torch.Tensor]:
     return grads
 
 
-def test_grad_accumulation_matches_one_large_batch(tmp_path):
-    one = make_trainer(make_cfg(tmp_path / "a", "train.batch_size=8", "train.grad_accum=1"))
-    two = make_trainer(make_cfg(tmp_path / "b", "train.batch_size=4", "train.grad_accum=2"))
+class PositionWeight(UniformWeight):
+    """Later positions weigh more: non-uniform, so `mean` normalisation must span the whole step."""
+
+    def __call__(self, batch, valid, ce):
+        return valid.float() * (1.0 + torch.arange(valid.shape[1], dtype=torch.float32))[None, :, None]
+
+
+class CEWeight(UniformWeight):
+    """Weights read the detached CE (like Rho-1)."""
+
+    needs_ce = True
+
+    def __call__(self, batch, valid, ce):
+        return ce * valid
+
+
+@pytest.mark.parametrize("weight_fn", [UniformWeight, PositionWeight, CEWeight])
+def test_grad_accumulation_matches_one_large_batch(tmp_path, weight_fn):
+    one = make_trainer(make_cfg(tmp_path / "a", "train.batch_size=8", "train.grad_accum=1"), weight_fn())
+    two = make_trainer(make_cfg(tmp_path / "b", "train.batch_size=4", "train.grad_accum=2"), weight_fn())
     grads_one, grads_two = captured_grads(one), captured_grads(two)
     assert one.last_row["loss"] == pytest.approx(two.last_row["loss"], rel=1e-5)
     assert one.last_row["grad_norm"] == pytest.approx(two.last_row["grad_norm"], rel=1e-4)

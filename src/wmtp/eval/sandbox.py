@@ -361,7 +361,7 @@ def _pin_child(pid: int, *, parent: int) -> int | None:
     try:
         with open(f"/proc/{pid}/stat", encoding="ascii") as f:
             ppid = int(f.read().rsplit(")", 1)[1].split()[1])  # the field after "(comm) state"
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # exited (and reaped) between pidfd_open and the read
         ppid = None
     if ppid != parent:
         os.close(pidfd)

@@ -109,7 +109,7 @@ def reduce_weighted(ce: Tensor, weights: Tensor, valid: Tensor, head_coefs: Tens
     ce, weights: Float[B,T,H]; valid: Bool[B,T,H]; head_coefs λ: Float[H] or None (= 1).
     weights are detached here, whatever the caller passed.
     """
-    coef = weights.detach() * valid
+    coef = torch.where(valid, weights.detach(), 0.0)  # not w·valid: an inf/nan at an invalid entry must not leak
     if head_coefs is not None:
         coef = coef * head_coefs.to(coef)
     n_valid = valid.sum().clamp(min=1)

@@ -9,14 +9,24 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from wmtp.config import RunConfig
-from wmtp.data.collate import encode_records
+from wmtp.config import ConfigError, RunConfig
+from wmtp.data.collate import EncodedRecord, encode_records
 from wmtp.data.dataset import PreparedData, prepare_data
 from wmtp.model.checkpoints import save_model_dir
 from wmtp.model.mtp import MTPModel
 from wmtp.train.run_dir import write_run_files
-from wmtp.train.trainer import Trainer
-from wmtp.weighting.registry import build_weight_fn
+from wmtp.train.trainer import Trainer, resolve_device
+from wmtp.weighting.ref_cache import CacheKey, attach_ref_ce, cache_dir, encoded_fingerprint, read_cache, write_cache
+from wmtp.weighting.reference import (
+    ReferenceScorer,
+    ReferenceSource,
+    check_reference_tokenizer,
+    load_reference_model,
+    reference_identity,
+    reference_tokenizer,
+    resolve_reference,
+)
+from wmtp.weighting.registry import build_weight_fn, uses_reference
 
 
 class RunExistsError(FileExistsError):
@@ -44,6 +54,69 @@ def build_model(cfg: RunConfig, tokenizer) -> MTPModel:
     )
 
 
+# ---- the Rho-1 reference -------------------------------------------------------------------------------
+
+
+def _reference_source(cfg: RunConfig, data: PreparedData) -> ReferenceSource:
+    """Resolve weighting.rho1.reference and refuse a reference whose tokenizer is not the policy's."""
+    rcfg = cfg.weighting.rho1
+    if rcfg.reference is None:
+        raise ConfigError(
+            f"weighting.name={cfg.weighting.name} needs a reference model: set weighting.rho1.reference to a wmtp "
+            "run/model directory or an HF causal LM"
+        )
+    source = resolve_reference(rcfg.reference, revision=rcfg.reference_revision)
+    check_reference_tokenizer(data.tokenizer, reference_tokenizer(source), where=rcfg.reference)
+    return source
+
+
+def reference_cache_key(cfg: RunConfig, data: PreparedData, records: list[EncodedRecord], source: ReferenceSource):
+    """(cache directory, CacheKey) of the reference CEs of `records` (train + valid, in that order)."""
+    key = CacheKey(encoded_fingerprint(records), data.tokenizer_hash, reference_identity(source))
+    root = cfg.weighting.rho1.cache_dir or Path(cfg.data.cache_dir) / "ref"
+    return cache_dir(root, key), key
+
+
+def score_reference(cfg: RunConfig) -> tuple[Path, dict[str, list[int]]]:
+    """`wmtp score-ref`: write (or complete) the reference-CE cache of cfg's train + valid records."""
+    data = prepare_data(cfg.data)
+    records = encode_records(data.train, data.tokenizer, cfg.data.max_len)
+    records += encode_records(data.valid, data.tokenizer, cfg.data.max_len)
+    source = _reference_source(cfg, data)
+    directory, key = reference_cache_key(cfg, data, records, source)
+    scorer = ReferenceScorer(
+        load_reference_model(source, device=resolve_device(cfg.train.device)), chunk_tokens=cfg.train.ce_chunk_tokens
+    )
+    done = write_cache(
+        records,
+        scorer,
+        directory=directory,
+        key=key,
+        pad_id=data.tokenizer.pad_token_id,
+        shard_records=cfg.weighting.rho1.shard_records,
+        batch_size=cfg.weighting.rho1.score_batch_size,
+        reference_spec=cfg.weighting.rho1.reference,
+        progress=cfg.train.progress,
+    )
+    return directory, done
+
+
+def _with_reference(
+    cfg: RunConfig, data: PreparedData, train: list[EncodedRecord], valid: list[EncodedRecord]
+) -> tuple[list[EncodedRecord], list[EncodedRecord], ReferenceScorer | None, dict]:
+    """Records carrying ref_ce from the cache (a missing or stale cache is an error), or, with
+    weighting.rho1.ref_on_the_fly, the records as they are and a scorer that computes ref_ce per batch."""
+    source = _reference_source(cfg, data)
+    meta = {"spec": cfg.weighting.rho1.reference, "identity": reference_identity(source)}
+    if cfg.weighting.rho1.ref_on_the_fly:
+        model = load_reference_model(source, device=resolve_device(cfg.train.device))
+        return train, valid, ReferenceScorer(model, chunk_tokens=cfg.train.ce_chunk_tokens), meta
+    directory, key = reference_cache_key(cfg, data, train + valid, source)
+    values = read_cache(directory, key, train + valid)
+    meta["cache"] = {"dir": str(directory), "key": key.digest}
+    return attach_ref_ce(train, values[: len(train)]), attach_ref_ce(valid, values[len(train) :]), None, meta
+
+
 @dataclass
 class Run:
     cfg: RunConfig
@@ -61,10 +134,13 @@ def build_run(cfg: RunConfig, *, resume: bool = False) -> Run:
     model = build_model(cfg, data.tokenizer)
     train = encode_records(data.train, data.tokenizer, cfg.data.max_len)
     valid = encode_records(data.valid, data.tokenizer, cfg.data.max_len)
+    scorer, reference = None, {}
+    if uses_reference(cfg.weighting):
+        train, valid, scorer, reference = _with_reference(cfg, data, train, valid)
     trainer = Trainer(
         cfg,
         model=model,
-        weight_fn=build_weight_fn(cfg.weighting),
+        weight_fn=build_weight_fn(cfg.weighting, seed=cfg.seed, scorer=scorer),
         train_data=train,
         valid_data=valid,
         pad_id=data.tokenizer.pad_token_id,
@@ -81,6 +157,7 @@ def build_run(cfg: RunConfig, *, resume: bool = False) -> Run:
         n_train_records=len(train),
         n_valid_records=len(valid),
         n_params=model.n_params(),
+        **({"reference": reference} if reference else {}),
     )
     data.tokenizer.save_pretrained(str(run_dir / "tokenizer"))
     return Run(cfg, data, trainer)

@@ -58,22 +58,31 @@ def forward_backward(
     n_valid_step: int,
     chunk_tokens: int,
     autocast: AbstractContextManager | None = None,
+    raw_weights: Tensor | None = None,
+    weight_total_step: float | None = None,
 ) -> StepResult:
     """Accumulate ∂/∂θ of Σ_valid w·ce·λ_k / n_valid_step into .grad for this micro-batch.
 
     n_valid_step: valid (t,k) entries over all micro-batches of the optimizer step, so that gradient
-    accumulation gives the same loss as one large batch.
+    accumulation gives the same loss as one large batch. With several micro-batches, the caller passes
+    each one's `raw_weights` (from `raw_step_weights`) and their valid sum over the step,
+    `weight_total_step`, so that `mean` normalisation is over the whole step; otherwise the weights
+    are computed here, sharing the trunk forward.
     """
     amp = autocast or nullcontext()
     targets, valid = batch_targets(batch, model.n_heads)
     with amp:
         z, ctx = model.trunk_forward(batch["input_ids"], batch["attention_mask"])
-    ce_first = None
-    if weight_fn.needs_ce:
-        with torch.no_grad(), amp:
-            ce_first = heads_ce(model, z.detach(), ctx, targets, valid, chunk_tokens=chunk_tokens)
-    raw = weight_fn(batch, valid, ce_first)
-    weights = normalize_weights(raw, valid, mode=wcfg.normalize, clip_min=wcfg.clip_min, clip_max=wcfg.clip_max)
+    if raw_weights is None:
+        ce_first = None
+        if weight_fn.needs_ce:
+            with torch.no_grad(), amp:
+                ce_first = heads_ce(model, z.detach(), ctx, targets, valid, chunk_tokens=chunk_tokens)
+        raw_weights = weight_fn(batch, valid, ce_first)
+    totals = None if weight_total_step is None else (weight_total_step, n_valid_step)
+    weights = normalize_weights(
+        raw_weights, valid, mode=wcfg.normalize, clip_min=wcfg.clip_min, clip_max=wcfg.clip_max, totals=totals
+    )
     coef = weights / max(n_valid_step, 1)  # detached: weights never carry a graph
     if wcfg.head_coefs is not None:
         coef = coef * torch.tensor(wcfg.head_coefs, dtype=coef.dtype, device=coef.device)
@@ -96,6 +105,23 @@ def forward_backward(
     if z_detached.grad is not None:
         z.backward(z_detached.grad)
     return StepResult(loss=total, ce=ce, weights=weights, valid=valid)
+
+
+@torch.no_grad()
+def raw_step_weights(
+    model: MTPModel,
+    batch: dict[str, Any],
+    *,
+    weight_fn: WeightFn,
+    chunk_tokens: int,
+    autocast: AbstractContextManager | None = None,
+) -> Tensor:
+    """The WeightFn's raw weights Float[B,T,H] for one micro-batch, computed before any backward of the step
+    (a no-grad forward of every head when the WeightFn reads the CE)."""
+    ce, valid = None, batch_targets(batch, model.n_heads)[1]
+    if weight_fn.needs_ce:
+        ce, valid = evaluate_ce(model, batch, chunk_tokens=chunk_tokens, autocast=autocast)
+    return weight_fn(batch, valid, ce).detach()
 
 
 @torch.no_grad()

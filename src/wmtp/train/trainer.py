@@ -18,8 +18,8 @@ from wmtp.model.mtp import MTPModel
 from wmtp.train.optim import build_optimizer, lr_at
 from wmtp.train.run_dir import MetricsLog
 from wmtp.train.state import latest_checkpoint, load_checkpoint, save_checkpoint
-from wmtp.train.step import batch_targets, check_head1_alignment, evaluate_ce, forward_backward
-from wmtp.weighting.base import WeightFn, weight_stats
+from wmtp.train.step import batch_targets, check_head1_alignment, evaluate_ce, forward_backward, raw_step_weights
+from wmtp.weighting.base import WeightFn, weight_histogram, weight_stats
 
 
 class TrainingDiverged(RuntimeError):
@@ -155,6 +155,7 @@ class Trainer:
                 if self.step % tc.eval_every == 0 or self.step == tc.max_steps:
                     last_eval = self.validate()
                     self.metrics.write(last_eval)
+                    self.metrics.write({"kind": "weights_hist", "step": self.step, **self.last_weights_hist})
                 if self.step % tc.ckpt_every == 0 or self.step == tc.max_steps:
                     self.save()
                 desc = f"loss {row['loss']:.3f}" + (f" · val {last_eval['val_loss']:.3f}" if last_eval else "")
@@ -165,6 +166,9 @@ class Trainer:
         """One optimizer step over grad_accum micro-batches; returns its metrics row."""
         tc, H = self.cfg.train, self.model.n_heads
         started = time.perf_counter()
+        begin_step = getattr(self.weight_fn, "begin_step", None)  # optional hook (weighting/base.py)
+        if begin_step is not None:
+            begin_step(self.step)
         lr = lr_at(self.step, cfg=self.cfg.optim, max_steps=tc.max_steps)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
@@ -173,10 +177,22 @@ class Trainer:
         micro = [self._next_batch() for _ in range(tc.grad_accum)]
         n_valid = sum(self._n_valid(b) for b in micro)
 
-        # 2) forward/backward per micro-batch (sequential heads inside)
+        # 2) with several micro-batches, every raw weight first: `mean` normalisation spans the whole step
+        raws: list[torch.Tensor | None] = [None] * len(micro)
+        weight_total = None
+        if len(micro) > 1:
+            raws = [
+                raw_step_weights(
+                    self.model, b, weight_fn=self.weight_fn, chunk_tokens=tc.ce_chunk_tokens, autocast=self._autocast()
+                )
+                for b in micro
+            ]
+            weight_total = sum(torch.where(batch_targets(b, H)[1], r, 0.0).sum().item() for b, r in zip(micro, raws))
+
+        # 3) forward/backward per micro-batch (sequential heads inside)
         loss, ce_sum, count = 0.0, torch.zeros(H), torch.zeros(H)
         weights, valids = [], []
-        for batch in micro:
+        for batch, raw in zip(micro, raws):
             out = forward_backward(
                 self.model,
                 batch,
@@ -185,6 +201,8 @@ class Trainer:
                 n_valid_step=n_valid,
                 chunk_tokens=tc.ce_chunk_tokens,
                 autocast=self._autocast(),
+                raw_weights=raw,
+                weight_total_step=weight_total,
             )
             loss += out.loss
             ce_sum += out.ce.sum(dim=(0, 1)).cpu()
@@ -193,7 +211,7 @@ class Trainer:
             valids.append(out.valid.flatten(0, 1).cpu())
             self.tokens_seen += int(batch["attention_mask"].sum())
 
-        # 3) clip, finite check, step
+        # 4) clip, finite check, step
         grad_norm = self._clip_grad_norm()
         finite = math.isfinite(loss) and math.isfinite(grad_norm)
         if finite:
@@ -205,7 +223,7 @@ class Trainer:
         if self.bad_steps > tc.max_bad_steps:
             raise TrainingDiverged(f"{self.bad_steps} non-finite steps (train.max_bad_steps={tc.max_bad_steps})")
 
-        # 4) metrics
+        # 5) metrics
         elapsed = time.perf_counter() - started
         tokens = sum(int(b["attention_mask"].sum()) for b in micro)
         row: dict[str, Any] = {
@@ -223,6 +241,10 @@ class Trainer:
         }
         row.update({f"ce_h{k + 1}": (ce_sum[k] / count[k].clamp(min=1)).item() for k in range(H)})
         row.update(weight_stats(torch.cat(weights), torch.cat(valids)))
+        last_stats = getattr(self.weight_fn, "last_stats", None)  # optional hook, e.g. rho1's excess_h{k}
+        if last_stats is not None:
+            row.update(last_stats())
+        self.last_weights_hist = weight_histogram(torch.cat(weights), torch.cat(valids))
         return row
 
     def _n_valid(self, batch: dict[str, Any]) -> int:

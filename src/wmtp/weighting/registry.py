@@ -4,10 +4,28 @@ from __future__ import annotations
 
 from wmtp.config import WeightingConfig
 from wmtp.weighting.base import WeightFn
+from wmtp.weighting.controls import ControlWeight
+from wmtp.weighting.rho1 import RefScorer, Rho1Weight
 from wmtp.weighting.uniform import UniformWeight
 
+CONTROLS = ("random", "shuffled")
 
-def build_weight_fn(cfg: WeightingConfig) -> WeightFn:
-    """The WeightFn selected by `weighting.name`."""
-    builders = {"uniform": UniformWeight}
-    return builders[cfg.name]()
+
+def uses_reference(cfg: WeightingConfig) -> bool:
+    """Whether the weighting reads reference CEs (rho1 itself, or a control of rho1)."""
+    return cfg.name == "rho1" or (cfg.name in CONTROLS and cfg.control_of == "rho1")
+
+
+def build_weight_fn(cfg: WeightingConfig, *, seed: int = 0, scorer: RefScorer | None = None) -> WeightFn:
+    """The WeightFn selected by `weighting.name`.
+
+    seed: the run seed (controls draw from it); scorer: the reference model for rho1's on-the-fly ref_ce
+    (None: batches must carry `ref_ce` from the score-ref cache).
+    """
+    methods = {
+        "uniform": lambda: UniformWeight(),
+        "rho1": lambda: Rho1Weight(cfg.rho1, scorer=scorer),
+    }
+    if cfg.name in CONTROLS:
+        return ControlWeight(methods[cfg.control_of](), mode=cfg.name, seed=seed)
+    return methods[cfg.name]()

@@ -1,0 +1,176 @@
+"""Rho-1 excess-loss weighting (Lin et al. 2024) for multi-token prediction (DESIGN §7).
+
+Legend: B batch, T sequence, H heads. Head k at position t predicts token j = t + k, so the reference's
+CE of that same token is ref_ce[t+k] (ref_ce[j]: reference CE of token j given x_<j):
+
+    excess[t,k] = ce[t,k] − ref_ce[t+k]          (excess="signed", Rho-1's original)
+                  |ce[t,k] − ref_ce[t+k]|        (excess="abs", the proposal)
+
+An entry is a *candidate* when it is valid and |excess| ≥ min_ce_diff. Entries that are not candidates get
+weight exactly 0 under every transform: they are left out of the softmax (weight 0, not exp(0)/Z) and
+cannot be selected by top-k. Transforms, over candidates only:
+
+    softmax_heads   w[t,k] = exp(excess[t,k]/T) / Σ_{k' candidate at t} exp(excess[t,k']/T)   (Σ_k w = 1)
+    softmax_batch   w = n_valid · softmax over all candidates of the batch of excess/T       (mean 1 over valid)
+    topk            w = 1 for the n = round(topk_percent · n_valid / 100) candidates with the largest excess
+                    (at most all candidates; n_valid counts every valid entry, candidates or not), else 0.
+                    Ties are broken by flat index (b, t, k) order: the earlier entry wins. `round` is
+                    Python's (half to even).
+
+The trainer then normalises (DESIGN §6). The batch is the micro-batch the WeightFn sees.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from wmtp.config import Rho1Config
+
+EXCESS_MODES = ("signed", "abs")
+TRANSFORMS = ("softmax_heads", "softmax_batch", "topk")
+
+
+def ref_ce_at_targets(ref_ce: Tensor, n_heads: int) -> Tensor:
+    """ref_ce: Float[B,T] (token j) → Float[B,T,H] with [b,t,k-1] = ref_ce[b,t+k] (0 where t+k ≥ T)."""
+    B, T = ref_ce.shape
+    out = torch.zeros(B, T, n_heads, dtype=ref_ce.dtype, device=ref_ce.device)
+    for k in range(1, min(n_heads, T - 1) + 1):
+        out[:, : T - k, k - 1] = ref_ce[:, k:]
+    return out
+
+
+def excess_loss(ce: Tensor, ref_ce: Tensor, *, excess: str) -> Tensor:
+    """excess Float[B,T,H] (see the module docstring); values at invalid entries are meaningless."""
+    if excess not in EXCESS_MODES:
+        raise ValueError(f"excess must be one of {EXCESS_MODES}, got {excess!r}")
+    if ce.dim() != 3 or ref_ce.shape != ce.shape[:2]:
+        raise ValueError(f"ce must be [B,T,H] and ref_ce [B,T], got {tuple(ce.shape)} and {tuple(ref_ce.shape)}")
+    diff = ce.detach().float() - ref_ce_at_targets(ref_ce.detach().float(), ce.shape[2])
+    return diff.abs() if excess == "abs" else diff
+
+
+def _masked_softmax(z: Tensor, keep: Tensor, dim: int | tuple[int, ...]) -> Tensor:
+    """softmax of z over `dim` restricted to `keep`; exactly 0 outside `keep` and for groups with none kept."""
+    z = torch.where(keep, z, float("-inf"))
+    top = z.amax(dim=dim, keepdim=True)
+    top = torch.where(torch.isfinite(top), top, 0.0)
+    e = torch.where(keep, torch.exp(z - top), 0.0)
+    total = e.sum(dim=dim, keepdim=True)
+    return torch.where(total > 0, e / total.clamp(min=torch.finfo(e.dtype).tiny), 0.0)
+
+
+def topk_mask(scores: Tensor, candidates: Tensor, count: int) -> Tensor:
+    """Bool mask of the `count` candidates with the largest score; ties → the earlier flat index."""
+    flat_scores, flat_cand = scores.flatten(), candidates.flatten()
+    count = min(count, int(flat_cand.sum()))
+    keep = torch.zeros_like(flat_cand)
+    if count > 0:
+        ranked = torch.where(flat_cand, flat_scores, float("-inf"))
+        order = torch.sort(ranked, descending=True, stable=True).indices  # stable: equal scores keep index order
+        keep[order[:count]] = True
+    return keep.view_as(candidates) & candidates
+
+
+def rho1_weights(
+    ce: Tensor,
+    ref_ce: Tensor,
+    valid: Tensor,
+    *,
+    excess: str,
+    temperature: float,
+    min_ce_diff: float,
+    transform: str,
+    topk_percent: float,
+) -> Tensor:
+    """Raw Rho-1 weights Float[B,T,H] (detached, ≥ 0, exactly 0 where invalid), before the trainer's normalisation.
+
+    ce: Float[B,T,H] per-(t,k) MTP CE (detached); ref_ce: Float[B,T] reference CE of token j given x_<j;
+    valid: Bool[B,T,H] from `mtp_targets`. The options are defined in the module docstring.
+    """
+    if transform not in TRANSFORMS:
+        raise ValueError(f"transform must be one of {TRANSFORMS}, got {transform!r}")
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if min_ce_diff < 0:
+        raise ValueError(f"min_ce_diff must be >= 0, got {min_ce_diff}")
+    if not 0 < topk_percent <= 100:
+        raise ValueError(f"topk_percent must be in (0, 100], got {topk_percent}")
+    if valid.shape != ce.shape:
+        raise ValueError(f"valid {tuple(valid.shape)} and ce {tuple(ce.shape)} must have one [B,T,H] shape")
+    valid = valid.bool()
+    x = excess_loss(ce, ref_ce, excess=excess)
+    candidates = valid & (x.abs() >= min_ce_diff)  # NaN excess (a diverged step) is never a candidate
+    if transform == "softmax_heads":
+        w = _masked_softmax(x / temperature, candidates, dim=-1)
+    elif transform == "softmax_batch":
+        w = _masked_softmax(x / temperature, candidates, dim=(0, 1, 2)) * valid.sum()
+    else:
+        count = round(topk_percent * int(valid.sum()) / 100)
+        w = topk_mask(x, candidates, count).float()
+    return torch.where(valid, w, 0.0).detach()
+
+
+RefScorer = Callable[[Tensor, Tensor], Tensor]
+"""(input_ids Long[B,T], attention_mask Bool[B,T]) → ref_ce Float[B,T]: a reference model scoring a batch."""
+
+
+class Rho1Weight:
+    """WeightFn: Rho-1 weights from the batch's `ref_ce` (from the score-ref cache) or, when the batch has none
+    and a `scorer` is given (`weighting.rho1.ref_on_the_fly`), from the reference model on the fly.
+
+    `last_stats()` gives, since the last `begin_step`, the mean excess over valid entries per head
+    (`excess_h{k}`, signed or abs as configured) and the fraction of valid entries below min_ce_diff.
+    """
+
+    needs_ce = True
+
+    def __init__(self, cfg: Rho1Config, *, scorer: RefScorer | None = None):
+        self.cfg = cfg
+        self.scorer = scorer
+        self.begin_step(0)
+
+    def begin_step(self, step: int) -> None:
+        self._excess_sum: Tensor | None = None
+        self._count: Tensor | None = None
+        self._n_below = 0
+
+    def reference_ce(self, batch: dict[str, Any]) -> Tensor:
+        if "ref_ce" in batch:
+            return batch["ref_ce"]
+        if self.scorer is None:
+            raise RuntimeError(
+                "the batch has no ref_ce: rho1 needs the reference cache (`wmtp score-ref`) or "
+                "weighting.rho1.ref_on_the_fly=true"
+            )
+        return self.scorer(batch["input_ids"], batch["attention_mask"])
+
+    def __call__(self, batch: dict[str, Any], valid: Tensor, ce: Tensor | None) -> Tensor:
+        if ce is None:
+            raise ValueError("Rho1Weight needs the per-(t,k) CE (needs_ce=True)")
+        c = self.cfg
+        ref_ce = self.reference_ce(batch).to(ce.device)
+        w = rho1_weights(
+            ce, ref_ce, valid, excess=c.excess, temperature=c.temperature, min_ce_diff=c.min_ce_diff,
+            transform=c.transform, topk_percent=c.topk_percent,
+        )  # fmt: skip
+        self._record(excess_loss(ce, ref_ce, excess=c.excess), valid.bool())
+        return w
+
+    def _record(self, x: Tensor, valid: Tensor) -> None:
+        sums = torch.where(valid, x, 0.0).sum(dim=(0, 1)).double().cpu()
+        counts = valid.sum(dim=(0, 1)).double().cpu()
+        self._excess_sum = sums if self._excess_sum is None else self._excess_sum + sums
+        self._count = counts if self._count is None else self._count + counts
+        self._n_below += int((valid & (x.abs() < self.cfg.min_ce_diff)).sum())
+
+    def last_stats(self) -> dict[str, float]:
+        if self._count is None or self._count.sum() == 0:
+            return {}
+        mean = self._excess_sum / self._count.clamp(min=1)
+        stats = {f"excess_h{k + 1}": mean[k].item() for k in range(len(mean))}
+        stats["excess_frac_below_min"] = self._n_below / self._count.sum().item()
+        return stats
