@@ -188,3 +188,13 @@ def test_resume_refuses_a_different_config(tmp_path):
     make_trainer(make_cfg(tmp_path / "run", "train.max_steps=3")).train()
     with pytest.raises(ValueError, match="different config"):
         make_trainer(make_cfg(tmp_path / "run", "train.max_steps=3", "optim.lr=1e-4")).resume()
+
+
+def test_bf16_autocast_trains(tmp_path):
+    trainer = make_trainer(make_cfg(tmp_path / "run", "train.precision=bf16"))
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    rows = [trainer.train_step() for _ in range(3)]
+    assert all(not r["skipped"] and r["loss"] > 0 for r in rows)
+    assert all(p.dtype == torch.float32 for p in trainer.model.parameters())  # autocast keeps fp32 master weights
+    changed = [k for k, v in trainer.model.state_dict().items() if not torch.equal(before[k], v)]
+    assert len(changed) == len(before)

@@ -1,0 +1,29 @@
+"""`wmtp demo` end to end, as a user runs it: the main job on the embedded default."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.mark.slow
+def test_demo_learns_far_beyond_a_unigram_model(tmp_path):
+    run_dir = tmp_path / "demo"
+    subprocess.run(
+        [sys.executable, "-m", "wmtp", "demo", "--run-dir", str(run_dir), f"data.cache_dir={tmp_path}/cache",
+         "train.progress=false"],
+        check=True,
+        timeout=1500,
+    )
+    summary = json.loads((run_dir / "demo_summary.json").read_text())
+    final, unigram = summary["final_eval"], summary["unigram_ce"]
+    assert final["val_ce_h1"] < 0.5 * unigram, (final, unigram)
+    assert final["val_ce_h1"] < final["val_ce_h4"]  # predicting further ahead is harder
+    assert "pass@1" in summary["functional"]
+    report = (run_dir / "report.md").read_text()
+    assert "val CE" in report and "pass@1" in report
+    for name in ("config.yaml", "meta.json", "metrics.jsonl", "model/model.safetensors", "tokenizer/tokenizer.json"):
+        assert (run_dir / name).is_file(), name
