@@ -16,16 +16,10 @@ from wmtp.model.mtp import MTPModel
 from wmtp.train.step import evaluate_ce, forward_backward, raw_step_weights
 from wmtp.weighting.uniform import UniformWeight
 
+from oracles import naive_normalize
+
 V = 97
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids OpenMP spin-wait slowdowns on a shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 PAD, BOS, EOS = 0, 1, 2
 
@@ -48,39 +42,6 @@ def naive_targets(input_ids, loss_mask, attention_mask, n_heads):
     return torch.tensor(targets, dtype=torch.long).reshape(B, T, n_heads), torch.tensor(valid).reshape(
         B, T, n_heads
     )
-
-
-def naive_normalize(raw, valid, mode, clip_min=None, clip_max=None):
-    """Loop version of DESIGN §6 normalisation (then clipping); 0 at invalid entries."""
-    B, T, H = valid.shape
-    out = torch.zeros(B, T, H)
-    if mode == "mean":
-        total = sum(float(raw[b, t, k]) for b in range(B) for t in range(T) for k in range(H) if valid[b, t, k])
-        n = int(valid.sum())
-        for b in range(B):
-            for t in range(T):
-                for k in range(H):
-                    if valid[b, t, k] and total > 0:
-                        out[b, t, k] = float(raw[b, t, k]) * n / total
-    else:
-        for b in range(B):
-            for t in range(T):
-                ks = [k for k in range(H) if valid[b, t, k]]
-                total = sum(float(raw[b, t, k]) for k in ks)
-                for k in ks:
-                    if total > 0:
-                        out[b, t, k] = float(raw[b, t, k]) * len(ks) / total
-    for b in range(B):
-        for t in range(T):
-            for k in range(H):
-                if valid[b, t, k]:
-                    v = float(out[b, t, k])
-                    if clip_min is not None:
-                        v = max(v, clip_min)
-                    if clip_max is not None:
-                        v = min(v, clip_max)
-                    out[b, t, k] = v
-    return out
 
 
 def naive_ce_grid(logits, targets):

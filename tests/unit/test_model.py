@@ -16,15 +16,6 @@ from wmtp.model.mtp import MTPModel
 V = 97
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids OpenMP spin-wait slowdowns on a shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def tiny_model(n_heads=3, *, head1=True, n_layers=2, d_model=32, seed=0, tie=True):
     torch.manual_seed(seed)
     cfg = ModelConfig(

@@ -9,33 +9,7 @@ import torch
 
 from wmtp.weighting.base import normalize_weights, weight_stats
 
-
-def naive_normalize(raw, valid, mode, clip_min=None, clip_max=None):
-    B, T, H = valid.shape
-    out = torch.zeros(B, T, H)
-    if mode == "mean":
-        entries = [(b, t, k) for b in range(B) for t in range(T) for k in range(H) if valid[b, t, k]]
-        total = sum(float(raw[e]) for e in entries)
-        for e in entries:
-            out[e] = float(raw[e]) * len(entries) / total if total > 0 else 0.0
-    elif mode == "per_position":
-        for b in range(B):
-            for t in range(T):
-                ks = [k for k in range(H) if valid[b, t, k]]
-                total = sum(float(raw[b, t, k]) for k in ks)
-                for k in ks:
-                    out[b, t, k] = float(raw[b, t, k]) * len(ks) / total if total > 0 else 0.0
-    for b in range(B):
-        for t in range(T):
-            for k in range(H):
-                if valid[b, t, k]:
-                    v = float(out[b, t, k])
-                    if clip_min is not None:
-                        v = max(v, clip_min)
-                    if clip_max is not None:
-                        v = min(v, clip_max)
-                    out[b, t, k] = v
-    return out
+from oracles import naive_normalize
 
 
 def _inputs(seed, shape=(3, 6, 4), p_valid=0.6):
