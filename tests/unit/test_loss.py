@@ -604,3 +604,25 @@ def test_forward_backward_head_without_valid_targets():
         torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-3, msg=lambda m, name=name: f"{name}: {m}")
     head_grads = [g for (name, _), g in zip(model.named_parameters(), grads) if name.startswith("heads.")]
     assert head_grads and all(torch.all(g == 0) for g in head_grads)
+
+
+@pytest.mark.parametrize("chunk", [3, 64])
+def test_weighted_linear_ce_shared_gradient_buffer(chunk):
+    """With `unembed_grad`, two heads' unembedding gradients add into one buffer; equal to autograd's sum."""
+    hidden, unembed, targets = _ce_inputs(n_ignored=0)
+    coef = torch.rand(len(targets))
+    ref_unembed = unembed.clone().requires_grad_()
+    ref_hidden = hidden.clone().requires_grad_()
+    naive = (F.cross_entropy(ref_hidden @ ref_unembed.T, targets, reduction="none") * coef).sum()
+    (2 * naive).backward()  # two identical "heads"
+    buffer = torch.zeros_like(unembed)
+    for _ in range(2):
+        h = hidden.clone().requires_grad_()
+        loss, _ = weighted_linear_ce(h, unembed, targets, coef, chunk_tokens=chunk, unembed_grad=buffer)
+        loss.backward()
+        torch.testing.assert_close(h.grad, ref_hidden.grad / 2, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(buffer, ref_unembed.grad, atol=1e-5, rtol=1e-4)
+    h = hidden.clone().requires_grad_()
+    loss, _ = weighted_linear_ce(h, unembed, targets, coef, chunk_tokens=chunk, unembed_grad=buffer)
+    with pytest.raises(RuntimeError, match="gradient 1"):
+        (3 * loss).backward()

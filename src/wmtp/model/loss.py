@@ -64,42 +64,59 @@ class _WeightedLinearCE(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, hidden: Tensor, unembed: Tensor, targets: Tensor, coef: Tensor, chunk_tokens: int):
+    def forward(ctx, hidden, unembed, targets, coef, chunk_tokens, unembed_grad):
         w = unembed.to(hidden.dtype)
         grad_hidden = torch.empty_like(hidden)
-        grad_unembed = torch.zeros(unembed.shape, dtype=torch.float32, device=unembed.device)
+        external = unembed_grad is not None
+        grad_unembed = unembed_grad if external else torch.zeros(unembed.shape, dtype=torch.float32, device=unembed.device)
         ce = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
         for s in range(0, hidden.shape[0], chunk_tokens):
             h, y, c = hidden[s : s + chunk_tokens], targets[s : s + chunk_tokens], coef[s : s + chunk_tokens]
-            logits = (h @ w.T).float()  # [n,V]
-            lse = torch.logsumexp(logits, dim=-1)
-            ce[s : s + chunk_tokens] = lse - logits.gather(1, y[:, None]).squeeze(1)
-            grad_logits = logits.sub_(lse[:, None]).exp_()  # softmax, in place: one [n,V] buffer
+            logits = (h @ w.T).float()  # [n,V]: the only chunk-sized buffer; everything below is in place
+            target_logit = logits.gather(1, y[:, None]).squeeze(1)
+            top = logits.amax(dim=-1, keepdim=True)
+            probs = logits.sub_(top).exp_()  # exp(logits − max); torch.logsumexp would allocate [n,V] copies
+            total = probs.sum(dim=-1, keepdim=True)
+            ce[s : s + chunk_tokens] = (top + total.log()).squeeze(1) - target_logit
+            grad_logits = probs.div_(total)  # softmax
             grad_logits[torch.arange(len(y), device=y.device), y] -= 1.0
             grad_logits.mul_(c[:, None].float())
             grad_hidden[s : s + chunk_tokens] = (grad_logits.to(hidden.dtype) @ w).to(hidden.dtype)
             grad_unembed.addmm_(grad_logits.T, h.float())
-        ctx.save_for_backward(grad_hidden, grad_unembed.to(unembed.dtype))
+        ctx.external = external
+        ctx.save_for_backward(grad_hidden, None if external else grad_unembed.to(unembed.dtype))
         return (ce * coef.float()).sum(), ce
 
     @staticmethod
     def backward(ctx, grad_loss: Tensor, _grad_ce: Tensor):
         grad_hidden, grad_unembed = ctx.saved_tensors
-        return grad_hidden * grad_loss, grad_unembed * grad_loss, None, None, None
+        if ctx.external:
+            if grad_loss.item() != 1.0:
+                raise RuntimeError("a loss whose unembedding gradient went to `unembed_grad` must be back-propagated with gradient 1")
+            return grad_hidden, None, None, None, None, None
+        return grad_hidden * grad_loss, grad_unembed * grad_loss, None, None, None, None
 
 
 def weighted_linear_ce(
-    hidden: Tensor, unembed: Tensor, targets: Tensor, coef: Tensor, *, chunk_tokens: int
+    hidden: Tensor,
+    unembed: Tensor,
+    targets: Tensor,
+    coef: Tensor,
+    *,
+    chunk_tokens: int,
+    unembed_grad: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Fused unembedding + weighted CE for tokens whose coefficients are known in advance.
 
     hidden: [N,D] (every row a valid target), unembed: [V,D], targets: Long[N], coef: Float[N] (detached).
     Returns (loss = Σ_i coef_i·ce_i, a differentiable scalar; ce: Float[N], detached).
-    ce is not differentiable: the gradient flows through `loss` only.
+    unembed_grad: optional Float32[V,D] buffer; when given, ∂loss/∂unembed is added into it during the
+    forward instead of flowing through autograd (the loss must then be back-propagated with gradient 1),
+    so that all heads share one [V,D] gradient buffer.
     """
     if torch.any(targets < 0):
         raise ValueError("weighted_linear_ce expects only valid targets (select rows before calling)")
-    loss, ce = _WeightedLinearCE.apply(hidden, unembed, targets, coef.detach(), chunk_tokens)
+    loss, ce = _WeightedLinearCE.apply(hidden, unembed, targets, coef.detach(), chunk_tokens, unembed_grad)
     return loss, ce.detach()
 
 

@@ -88,8 +88,11 @@ def forward_backward(
         coef = coef * torch.tensor(wcfg.head_coefs, dtype=coef.dtype, device=coef.device)
 
     z_detached = z.detach().requires_grad_()
+    unembed = model.unembed
+    # One [V,D] buffer collects every head's unembedding gradient: autograd would hold a fresh one per head.
+    unembed_grad = torch.zeros(unembed.shape, dtype=torch.float32, device=unembed.device)
     ce = torch.zeros(valid.shape, dtype=torch.float32, device=z.device)
-    total = 0.0
+    total, any_head = 0.0, False
     for k in range(1, model.n_heads + 1):
         sel = valid[..., k - 1]
         if not sel.any():
@@ -97,13 +100,24 @@ def forward_backward(
         with amp:
             h = model.head_hidden(k, z_detached, ctx)[sel]  # [N,D]
             loss_k, ce_k = weighted_linear_ce(
-                h, model.unembed, targets[..., k - 1][sel], coef[..., k - 1][sel], chunk_tokens=chunk_tokens
+                h,
+                unembed.detach(),
+                targets[..., k - 1][sel],
+                coef[..., k - 1][sel],
+                chunk_tokens=chunk_tokens,
+                unembed_grad=unembed_grad,
             )
         loss_k.backward()  # frees head k's graph now; ∂L/∂z' accumulates in z_detached.grad
         ce[..., k - 1][sel] = ce_k
         total += loss_k.item()
+        any_head = True
     if z_detached.grad is not None:
         z.backward(z_detached.grad)
+    if any_head:
+        if unembed.grad is None:
+            unembed.grad = unembed_grad.to(unembed.dtype)
+        else:
+            unembed.grad.add_(unembed_grad)
     return StepResult(loss=total, ce=ce, weights=weights, valid=valid)
 
 
