@@ -27,6 +27,7 @@ Overrides = Annotated[list[str] | None, typer.Argument(help="Dotted overrides, e
 def _user_errors(fn: Callable) -> Callable:
     """Turn the errors a user can fix (bad config, missing data, corrupt checkpoint) into a message + exit 2."""
     from wmtp.data.records import DataError
+    from wmtp.eval.sandbox import SandboxUnavailable
     from wmtp.model.checkpoints import CheckpointError
     from wmtp.train.run import RunExistsError
 
@@ -34,7 +35,7 @@ def _user_errors(fn: Callable) -> Callable:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except (ConfigError, DataError, CheckpointError, RunExistsError) as err:
+        except (ConfigError, DataError, CheckpointError, RunExistsError, SandboxUnavailable) as err:
             console.print(f"[bold red]error:[/] {err}", highlight=False)
             raise typer.Exit(2) from None
 
@@ -56,6 +57,23 @@ def train(
     console.print(f"run directory: [bold]{Path(run.cfg.run_dir).resolve()}[/]")
 
 
+@app.command("score-ref")
+@_user_errors
+def score_ref(overrides: Overrides = None, config: ConfigOption = None) -> None:
+    """Score every train/valid record with weighting.rho1.reference into the Rho-1 reference-CE cache.
+
+    Resumable: shards already written are kept. Run it with the same config and overrides as the training.
+    """
+    from wmtp.train.run import score_reference
+
+    cfg = load_config(config, overrides)
+    directory, done = score_reference(cfg)
+    console.print(
+        f"reference cache: [bold]{directory.resolve()}[/] ({len(done['computed'])} shards scored, "
+        f"{len(done['skipped'])} reused)"
+    )
+
+
 @app.command()
 @_user_errors
 def demo(
@@ -63,7 +81,8 @@ def demo(
     config: ConfigOption = None,
     run_dir: Annotated[str, typer.Option(help="Where the demo writes its run and report.")] = "runs/demo",
 ) -> None:
-    """The main job: embedded synthetic data → tiny uniform MTP model on CPU → evaluation → report.md."""
+    """The main job: embedded synthetic data → tiny uniform MTP model on CPU, then a next-token reference and a
+    Rho-1 weighted run → evaluation → report.md."""
     from wmtp.demo import run_demo
 
     cfg = load_config(config, [f"run_dir={run_dir}", *(overrides or [])])
@@ -88,6 +107,87 @@ def bench_train(
         vocab=vocab, seq=seq, d_model=d_model, n_layers=n_layers, n_heads=n_heads, batch=batch, steps=steps
     )
     print(json.dumps(result))
+
+
+@app.command("eval")
+@_user_errors
+def eval_(
+    bench: Annotated[str, typer.Option(help="Comma-separated: synthetic, humaneval, mbpp, codecontests, gsm8k, "
+                                            "math, hellaswag.")],
+    run: Annotated[Path | None, typer.Option(help="wmtp run directory: evaluates RUN/model, writes RUN/eval/.")] = None,
+    hf_model: Annotated[str | None, typer.Option(help="Or an HF causal LM (path or hub name; needs --out).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Directory of the <bench>.json files; default RUN/eval.")] = None,
+    n: Annotated[int, typer.Option(help="Samples per problem.")] = 1,
+    k: Annotated[str, typer.Option(help="Comma-separated k of pass@k (k > n is dropped).")] = "1,10,100",
+    temperature: Annotated[float, typer.Option(help="0 is greedy decoding.")] = 0.0,
+    top_p: Annotated[float, typer.Option(help="Nucleus sampling mass.")] = 1.0,
+    max_new_tokens: Annotated[int, typer.Option(help="Tokens generated per sample at most.")] = 256,
+    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    limit: Annotated[int | None, typer.Option(help="Evaluate only the first N problems.")] = None,
+    data_file: Annotated[Path | None, typer.Option(help="Local data of the (single) benchmark.")] = None,
+    dataset: Annotated[str | None, typer.Option(help="Or an HF hub dataset NAME[:CONFIG] (downloads; needs "
+                                                     "`datasets`).")] = None,
+    split: Annotated[str | None, typer.Option(help="Split of --dataset (default: the benchmark's).")] = None,
+    n_shot: Annotated[int | None, typer.Option(help="Few-shot examples (default: MBPP 3, others 0).")] = None,
+    fewshot_file: Annotated[Path | None, typer.Option(help="GSM8K / MATH few-shot rows (a train jsonl).")] = None,
+    unsafe: Annotated[bool, typer.Option("--unsafe", help="Run generated code WITHOUT the bwrap sandbox.")] = False,
+    timeout: Annotated[float | None, typer.Option(help="Per-program wall seconds (default: the benchmark's).")] = None,
+    workers: Annotated[int | None, typer.Option(help="Parallel sandboxed programs (default: CPU count).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Prompts per generation batch.")] = 16,
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    progress: Annotated[bool, typer.Option(help="Progress bars.")] = True,
+) -> None:
+    """Evaluate a run (or an HF model) on benchmarks; writes <out>/<bench>.json, prints a JSON summary last."""
+    from wmtp.eval.evaluate import EvalRequest, run_eval
+    from wmtp.eval.generate import SamplingConfig
+    from wmtp.eval.sandbox import SandboxUnavailable
+
+    try:
+        ks = tuple(sorted({int(x) for x in k.split(",") if x.strip()}))
+        request = EvalRequest(
+            benches=tuple(b.strip() for b in bench.split(",") if b.strip()),
+            sampling=SamplingConfig(temperature=temperature, top_p=top_p, n=n, max_new_tokens=max_new_tokens,
+                                    seed=seed),
+            ks=ks, limit=limit, data_file=None if data_file is None else str(data_file), dataset=dataset,
+            split=split, n_shot=n_shot, fewshot_file=None if fewshot_file is None else str(fewshot_file),
+            unsafe=unsafe, timeout_s=timeout, workers=workers, batch_size=batch_size, progress=progress,
+        )
+        if (run is None) == (hf_model is None):
+            raise ValueError("pass exactly one of --run RUN_DIR or --hf-model NAME")
+        if hf_model is not None and out is None:
+            raise ValueError("with --hf-model, pass --out DIR for the result files")
+    except ValueError as err:
+        console.print(f"[bold red]error:[/] {err}", highlight=False)
+        raise typer.Exit(2) from None
+    if unsafe:
+        console.print("[bold red]warning:[/] --unsafe: generated programs run WITHOUT isolation, with your rights",
+                      highlight=False)
+
+    summaries: dict[str, dict] = {}
+
+    def report(name: str, path: Path, result: dict) -> None:
+        summary = ", ".join(f"{key} {value:.4f}" for key, value in result["summary"].items())
+        console.print(f"{name}: {summary} over {result['n_problems']} problems -> [bold]{path}[/]", highlight=False)
+        summaries[name] = {"path": str(path), "summary": result["summary"]}
+
+    try:
+        run_eval(request, run_dir=run, hf_model=hf_model, out_dir=out, device=device, on_result=report)
+    except SandboxUnavailable as err:
+        console.print(f"[bold red]error:[/] {err}\n(wmtp eval: --unsafe runs without isolation)", highlight=False)
+        raise typer.Exit(2) from None
+    print(json.dumps(summaries))
+
+
+@bench_app.command("sandbox")
+def bench_sandbox_cmd(
+    n: Annotated[int, typer.Option(help="Runs per measurement.")] = 50,
+    workers: Annotated[int | None, typer.Option(help="Threads of the parallel measurement (default: CPUs).")] = None,
+    humaneval: Annotated[bool, typer.Option(help="Also time all 164 HumanEval canonical solutions.")] = True,
+) -> None:
+    """Sandboxed vs unsafe execution: latency, programs per second, HumanEval canonical wall time."""
+    from wmtp.bench.sandbox import bench_sandbox
+
+    print(json.dumps(bench_sandbox(n, workers=workers, humaneval=humaneval)))
 
 
 def main() -> None:

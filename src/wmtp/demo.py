@@ -7,12 +7,12 @@ import time
 from pathlib import Path
 
 from wmtp.analysis.baselines import unigram_ce
-from wmtp.config import RunConfig
+from wmtp.config import RunConfig, apply_overrides, validate
 from wmtp.eval.benchmarks.synthetic import evaluate_synthetic
 from wmtp.eval.generate import SamplingConfig
 from wmtp.eval.sandbox import SandboxUnavailable
 from wmtp.model.checkpoints import save_model_dir
-from wmtp.train.run import build_run
+from wmtp.train.run import build_run, score_reference
 
 
 def run_demo(cfg: RunConfig) -> Path:
@@ -26,11 +26,13 @@ def run_demo(cfg: RunConfig) -> Path:
     baseline = unigram_ce(trainer.train_data, trainer.valid_data, trainer.model.vocab_size)
     run_dir = Path(cfg.run_dir)
     functional = _functional_eval(run, run_dir)
+    rho1 = _rho1_runs(cfg, run_dir)
     wall_s = time.perf_counter() - started
     summary = {
         "final_eval": final,
         "unigram_ce": baseline,
         "functional": functional,
+        "rho1": rho1,
         "wall_s": wall_s,
         "steps": trainer.step,
     }
@@ -38,6 +40,35 @@ def run_demo(cfg: RunConfig) -> Path:
     report = run_dir / "report.md"
     report.write_text(_report_markdown(cfg, summary, n_train=len(trainer.train_data), n_valid=len(trainer.valid_data)))
     return report
+
+
+def _derived(cfg: RunConfig, overrides: list[str]) -> RunConfig:
+    return validate(apply_overrides(cfg.model_dump(mode="json"), overrides))
+
+
+def _train_and_save(cfg: RunConfig):
+    run = build_run(cfg, resume=True)
+    run.trainer.train()
+    save_model_dir(run.trainer.model, Path(cfg.run_dir) / "model", run.data.tokenizer)
+    return run
+
+
+def _rho1_runs(cfg: RunConfig, run_dir: Path) -> dict:
+    """Rho-1 as its paper does: a next-token reference (H=1) trained on the correct solutions, its CE of every
+    token cached (`score-ref`), then the same MTP run as above with rho1 weights. Each stage resumes."""
+    ref_cfg = _derived(cfg, [f"run_dir={run_dir / 'reference'}", "model.n_heads=1", "data.train_on=correct",
+                             "weighting.name=uniform"])  # fmt: skip
+    reference = _train_and_save(ref_cfg)
+    rho1_cfg = _derived(cfg, [f"run_dir={run_dir / 'rho1'}", "weighting.name=rho1",
+                              f"weighting.rho1.reference={ref_cfg.run_dir}"])  # fmt: skip
+    score_reference(rho1_cfg)
+    run = _train_and_save(rho1_cfg)
+    return {
+        "reference_val_ce": reference.trainer.validate()["val_ce_h1"],
+        "final_eval": run.trainer.validate(),
+        "functional": _functional_eval(run, Path(rho1_cfg.run_dir)),
+        "settings": rho1_cfg.weighting.rho1.model_dump(include={"excess", "transform", "temperature", "min_ce_diff"}),
+    }
 
 
 def _functional_eval(run, run_dir: Path) -> dict:
@@ -79,8 +110,29 @@ Head 1 is {summary['unigram_ce'] - final['val_ce_h1']:.4f} nats below it.
 
 {_functional_markdown(summary['functional'])}
 
+{_rho1_markdown(summary, H)}
+
 Run directory: `{cfg.run_dir}` (config.yaml, meta.json, metrics.jsonl, checkpoints/, model/).
 """
+
+
+def _rho1_markdown(summary: dict, H: int) -> str:
+    rho1, uniform = summary["rho1"], summary["final_eval"]
+    rows = "\n".join(
+        f"| {k} | {uniform[f'val_ce_h{k}']:.4f} | {rho1['final_eval'][f'val_ce_h{k}']:.4f} |" for k in range(1, H + 1)
+    )
+    settings = ", ".join(f"{k}={v}" for k, v in rho1["settings"].items())
+    return f"""## Rho-1 weighting (run `rho1/`)
+
+Reference: a next-token model (H=1) trained on the correct solutions (`reference/`, val CE
+{rho1['reference_val_ce']:.4f}); its CE of every token is cached by `wmtp score-ref`. The rho1 run is the run
+above with weights from the excess loss ce[t,k] − ref_ce[t+k] ({settings}).
+
+| head k | val CE uniform | val CE rho1 |
+|---|---|---|
+{rows}
+
+rho1 functional correctness: {_functional_markdown(rho1['functional'])}"""
 
 
 def _functional_markdown(functional: dict) -> str:

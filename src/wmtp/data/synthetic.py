@@ -6,7 +6,8 @@ the template's canonical solution in-process, which is our own trusted code), st
 body (loop / comprehension / builtin), and mutants of those bodies (off-by-one, wrong operator, missing case,
 wrong initial value, wrong return value). Mutants are minimal text edits, so they keep the formatting of the code
 they came from: style never tells a correct solution from an incorrect one. Labels are never assumed: every
-completion is run against the tests (`runner.run_many`), so a mutant that happens to pass is labelled correct.
+completion is run against the tests in the sandbox (`wmtp.eval.sandbox.run_many`, the same isolation as
+evaluation), so a mutant that happens to pass is labelled correct.
 
 Everything is deterministic by `SyntheticDataConfig.seed`: problem i uses RNGs seeded by (seed, i), so a config
 with fewer problems yields a prefix of the same problems.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import ast
 import copy
+import os
 import random
 import textwrap
 from collections.abc import Callable
@@ -24,7 +26,7 @@ from typing import Any
 
 from wmtp.config import SyntheticDataConfig
 from wmtp.data.records import Record
-from wmtp.data.runner import run_many
+from wmtp.eval.sandbox import run_many
 
 # Bump when templates or mutations change: the data cache key includes it, so stale data is never reused.
 GENERATOR_VERSION = 1
@@ -33,6 +35,11 @@ FAMILIES = ("arithmetic", "strings", "lists", "conditionals", "loops")
 
 # Generous: the programs are tiny, and a correct solution timing out on a loaded machine would change a label.
 _LABEL_TIMEOUT_S = 10.0
+_LABEL_MEMORY_MB = 512
+# A sandboxed run mostly waits (namespace setup and teardown), so several per core keep the cores busy:
+# 4 per core labels about twice as fast as 1 per core on 2 cores. Safe here, unlike in evaluation, because
+# these programs are our own and run in milliseconds, far from the timeout however busy the cores are.
+_LABEL_WORKERS = 4 * (os.cpu_count() or 1)
 _MAX_ATTEMPTS = 200  # resamples of a template before a family is declared exhausted
 
 
@@ -910,12 +917,18 @@ def generate_problems(cfg: SyntheticDataConfig) -> list[Problem]:
     return problems
 
 
-def _label(problems: list[Problem]) -> list[Record]:
+def label_program(problem: Problem, completion: str) -> str:
+    """prompt + completion, then the hidden asserts: exit status 0 iff every test passes."""
+    return problem.prompt + completion.rstrip("\n") + "\n\n" + "\n".join(problem.tests) + "\n"
+
+
+def _label(problems: list[Problem], *, timeout_s: float = _LABEL_TIMEOUT_S) -> list[Record]:
     """Run every completion against its problem's tests; the label is the outcome. Ids: `{problem_id}/c0`, …"""
     jobs = [(p, text) for p in problems for text in p.correct + p.incorrect]
-    passed = run_many([(p.prompt + text, p.tests) for p, text in jobs], timeout_s=_LABEL_TIMEOUT_S)
+    results = run_many([label_program(p, text) for p, text in jobs], timeout_s=timeout_s,
+                       memory_mb=_LABEL_MEMORY_MB, workers=_LABEL_WORKERS)
     records, counters = [], {}
-    for (p, text), ok in zip(jobs, passed):
+    for (p, text), ok in zip(jobs, (r.ok for r in results)):
         tag = "c" if ok else "i"
         n = counters.get((p.problem_id, tag), 0)
         counters[(p.problem_id, tag)] = n + 1

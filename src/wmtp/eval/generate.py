@@ -31,6 +31,12 @@ def truncate_at_stop(text: str, stops: tuple[str, ...]) -> str:
     return text[:cut]
 
 
+def encode_prompt(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
+    """Token ids of a prompt as training records start: [bos] + tokens (no bos for tokenizers without one)."""
+    bos = [] if tokenizer.bos_token_id is None else [tokenizer.bos_token_id]
+    return bos + tokenizer.encode(text, add_special_tokens=False)
+
+
 @torch.no_grad()
 def generate(
     model: MTPModel,
@@ -43,8 +49,8 @@ def generate(
 ) -> list[list[str]]:
     """For each prompt, `sampling.n` completions (text after the prompt, cut at stops and eos).
 
-    Prompts are encoded like training records ([bos] + prompt tokens). Decoding uses head 1, which is the
-    trunk's own last block, so the trunk's HF `generate` (with its KV cache) decodes exactly head 1.
+    Prompts are encoded like training records (`encode_prompt`: [bos] + prompt tokens). Decoding uses head 1,
+    which is the trunk's own last block, so the trunk's HF `generate` (with its KV cache) decodes exactly head 1.
     """
     if not model.head1_is_trunk_layer:
         raise ValueError("generation decodes head 1 through the trunk: it needs model.head1_is_trunk_layer=true")
@@ -52,7 +58,7 @@ def generate(
     model.eval()
     device = model.unembed.device
     torch.manual_seed(sampling.seed)
-    encoded = [[tokenizer.bos_token_id] + tokenizer.encode(p, add_special_tokens=False) for p in prompts]
+    encoded = [encode_prompt(tokenizer, p) for p in prompts]
     results: list[list[str]] = []
     with Progress(disable=not progress) as bar:
         task = bar.add_task("generate", total=len(prompts))

@@ -70,7 +70,9 @@ def _reference_source(cfg: RunConfig, data: PreparedData) -> ReferenceSource:
     return source
 
 
-def reference_cache_key(cfg: RunConfig, data: PreparedData, records: list[EncodedRecord], source: ReferenceSource):
+def reference_cache_key(
+    cfg: RunConfig, data: PreparedData, records: list[EncodedRecord], source: ReferenceSource
+) -> tuple[Path, CacheKey]:
     """(cache directory, CacheKey) of the reference CEs of `records` (train + valid, in that order)."""
     key = CacheKey(encoded_fingerprint(records), data.tokenizer_hash, reference_identity(source))
     root = cfg.weighting.rho1.cache_dir or Path(cfg.data.cache_dir) / "ref"

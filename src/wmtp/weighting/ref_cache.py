@@ -34,7 +34,7 @@ from wmtp.data.records import DataError
 
 CACHE_FORMAT = 1
 INDEX = "index.json"
-SCORE_COMMAND = "wmtp score-ref (with this run's --config and overrides)"
+SCORE_COMMAND = "`wmtp score-ref` (same --config and overrides as this run)"
 
 
 class RefCacheError(DataError):
@@ -93,8 +93,10 @@ def _read_shard(path: Path) -> tuple[dict[str, str], torch.Tensor, torch.Tensor]
         raise RefCacheError(f"unreadable reference-cache shard {path}: {err}") from None
 
 
-def _shard_matches(path: Path, key: CacheKey, shard: Sequence[EncodedRecord]) -> bool:
-    if not path.is_file():
+def _shard_matches(path: Path, key: CacheKey, shard: Sequence[EncodedRecord], sha256: str | None) -> bool:
+    """A shard can be reused: whole, for this key and these records, and (when an earlier index lists it)
+    bit-identical to what that index recorded."""
+    if not path.is_file() or (sha256 is not None and _sha256(path) != sha256):
         return False
     try:
         meta, values, lengths = _read_shard(path)
@@ -123,6 +125,17 @@ def _write_shard(path: Path, key: CacheKey, shard: Sequence[EncodedRecord], valu
         raise
 
 
+def _indexed_hashes(directory: Path, key: CacheKey) -> dict[str, str]:
+    """file → sha256 from an earlier index of the same key (empty when there is none)."""
+    try:
+        index = json.loads((directory / INDEX).read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    if index.get("key") != key.digest:
+        return {}
+    return {s["file"]: s["sha256"] for s in index.get("shards", [])}
+
+
 def write_cache(
     records: Sequence[EncodedRecord],
     scorer: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
@@ -142,12 +155,13 @@ def write_cache(
     """
     directory.mkdir(parents=True, exist_ok=True)
     shards = [records[s : s + shard_records] for s in range(0, len(records), shard_records)]
+    known = _indexed_hashes(directory, key)
     done: dict[str, list[int]] = {"computed": [], "skipped": []}
     with Progress(disable=not progress) as bar:
         task = bar.add_task("score-ref", total=len(records))
         for i, shard in enumerate(shards):
             path = directory / _shard_name(i)
-            if _shard_matches(path, key, shard):
+            if _shard_matches(path, key, shard, known.get(path.name)):
                 done["skipped"].append(i)
             else:
                 values = []
@@ -194,7 +208,7 @@ def _stale_hint(root: Path, key: CacheKey) -> str:
 def read_cache(directory: Path, key: CacheKey, records: Sequence[EncodedRecord]) -> list[list[float]]:
     """ref_ce of every record (same order), checked against the key, the shard hashes, ids and lengths."""
     index_path = directory / INDEX
-    remedy = f"make it with `{SCORE_COMMAND}` or set weighting.rho1.ref_on_the_fly=true"
+    remedy = f"make it with {SCORE_COMMAND} or set weighting.rho1.ref_on_the_fly=true"
     if not index_path.is_file():
         partial = " (incomplete: scoring did not finish)" if directory.is_dir() else ""
         raise RefCacheError(
@@ -211,7 +225,9 @@ def read_cache(directory: Path, key: CacheKey, records: Sequence[EncodedRecord])
             f"expected key {key.describe()}; {remedy}"
         )
     if index.get("n_records") != len(records):
-        raise RefCacheError(f"reference cache {directory} holds {index.get('n_records')} records, expected {len(records)}")
+        raise RefCacheError(
+            f"reference cache {directory} holds {index.get('n_records')} records, expected {len(records)}; {remedy}"
+        )
     out: list[list[float]] = []
     start = 0
     for entry in index["shards"]:
@@ -221,7 +237,8 @@ def read_cache(directory: Path, key: CacheKey, records: Sequence[EncodedRecord])
         meta, values, lengths = _read_shard(path)
         shard = records[start : start + entry["n_records"]]
         start += entry["n_records"]
-        if json.loads(meta.get("ids", "[]")) != [r.id for r in shard] or lengths.tolist() != [len(r.input_ids) for r in shard]:
+        same_ids = json.loads(meta.get("ids", "[]")) == [r.id for r in shard]
+        if not same_ids or lengths.tolist() != [len(r.input_ids) for r in shard]:
             raise RefCacheError(f"reference-cache shard {path} does not match the records; {remedy}")
         out += [v.tolist() for v in values.split(lengths.tolist())]
     return out

@@ -104,7 +104,9 @@ def _first_vocab_difference(a: PreTrainedTokenizerFast, b: PreTrainedTokenizerFa
     return f"; first differing id: token {token!r} has id {vocab_a.get(token)} vs {vocab_b.get(token)}"
 
 
-def check_reference_tokenizer(policy: PreTrainedTokenizerFast, reference: PreTrainedTokenizerFast, *, where: str) -> None:
+def check_reference_tokenizer(
+    policy: PreTrainedTokenizerFast, reference: PreTrainedTokenizerFast, *, where: str
+) -> None:
     """Refuse (TokenizerMismatchError naming the first difference) unless the tokenizers are equal:
     vocab, special tokens, and the ids of a fixed probe text (`wmtp.data.tokenizer.check_same_tokenizer`)."""
     try:

@@ -7,12 +7,14 @@ CE of that same token is ref_ce[t+k] (ref_ce[j]: reference CE of token j given x
                   |ce[t,k] − ref_ce[t+k]|        (excess="abs", the proposal)
 
 An entry is a *candidate* when it is valid and |excess| ≥ min_ce_diff. Entries that are not candidates get
-weight exactly 0 under every transform: they are left out of the softmax (weight 0, not exp(0)/Z) and
-cannot be selected by top-k. Transforms, over candidates only:
+weight exactly 0 under every transform: they are left out of the transform as if absent (out of the softmax:
+weight 0, not exp(0)/Z; never selected by top-k), and each transform keeps its defining normalisation over the
+candidates (Σ_k w = 1 at each t; mean 1 over the valid entries; round(p/100·n_valid) ones while there are
+enough candidates). Transforms, over candidates only:
 
     softmax_heads   w[t,k] = exp(excess[t,k]/T) / Σ_{k' candidate at t} exp(excess[t,k']/T)   (Σ_k w = 1)
     softmax_batch   w = n_valid · softmax over all candidates of the batch of excess/T       (mean 1 over valid)
-    topk            w = 1 for the n = round(topk_percent · n_valid / 100) candidates with the largest excess
+    topk            w = 1 for the n = round(topk_percent / 100 · n_valid) candidates with the largest excess
                     (at most all candidates; n_valid counts every valid entry, candidates or not), else 0.
                     Ties are broken by flat index (b, t, k) order: the earlier entry wins. `round` is
                     Python's (half to even).
@@ -109,7 +111,7 @@ def rho1_weights(
     elif transform == "softmax_batch":
         w = _masked_softmax(x / temperature, candidates, dim=(0, 1, 2)) * valid.sum()
     else:
-        count = round(topk_percent * int(valid.sum()) / 100)
+        count = round(topk_percent / 100 * int(valid.sum()))
         w = topk_mask(x, candidates, count).float()
     return torch.where(valid, w, 0.0).detach()
 

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
-from wmtp.data.records import Record
-from wmtp.eval.generate import SamplingConfig, generate
-from wmtp.eval.passk import pass_at_k_table
-from wmtp.eval.sandbox import run_many
+from wmtp.data.records import DataError, Record, read_records
+from wmtp.eval.benchmarks.harness import Problem, SandboxSettings, evaluate_generative, grade_programs
+from wmtp.eval.generate import CODE_STOPS, SamplingConfig
 from wmtp.model.mtp import MTPModel
+
+STOP = CODE_STOPS
+SANDBOX = SandboxSettings(timeout_s=5.0, memory_mb=512)
 
 
 def unique_problems(records: list[Record]) -> list[Record]:
@@ -28,33 +31,47 @@ def program(problem: Record, completion: str) -> str:
     return problem.prompt + completion + "\n\n" + "\n".join(problem.tests or []) + "\n"
 
 
+def problems_from_records(records: list[Record]) -> list[Problem]:
+    """The benchmark problems of a split's records (those with tests), in first-seen order."""
+    return [Problem(r.problem_id, r.prompt, info={"difficulty": r.difficulty}, data=r)
+            for r in unique_problems(records)]
+
+
+def load_synthetic(path: str | Path) -> list[Problem]:
+    """Problems of a records file (e.g. the embedded task's ``test.jsonl``)."""
+    problems = problems_from_records(read_records(path))
+    if not problems:
+        raise DataError(f"{path} holds no record with tests")
+    return problems
+
+
+def grade_synthetic(
+    problems: Sequence[Problem], completions: Sequence[Sequence[str]], *, sandbox: SandboxSettings = SANDBOX,
+    progress: bool = False,
+) -> list[list[bool]]:
+    return grade_programs(problems, completions, lambda p, c: program(p.data, c), sandbox=sandbox,
+                          progress=progress)
+
+
 def evaluate_synthetic(
     model: MTPModel,
     tokenizer: PreTrainedTokenizerBase,
-    records: list[Record],
+    records: list[Record] | list[Problem],
     *,
     sampling: SamplingConfig,
     ks: tuple[int, ...] = (1, 10, 100),
-    timeout_s: float = 5.0,
+    sandbox: SandboxSettings = SANDBOX,
+    batch_size: int = 16,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Per-problem results (n, c, difficulty, first completion) and pass@k for every k ≤ n."""
-    problems = unique_problems(records)
-    completions = generate(model, tokenizer, [p.prompt for p in problems], sampling=sampling, progress=progress)
-    jobs = [program(p, c) for p, cs in zip(problems, completions) for c in cs]
-    results = iter(run_many(jobs, timeout_s=timeout_s, memory_mb=512))
-    per_problem = []
-    for p, cs in zip(problems, completions):
-        passed = [next(results).ok for _ in cs]
-        per_problem.append(
-            {"problem_id": p.problem_id, "difficulty": p.difficulty, "n": len(cs), "c": sum(passed), "sample": cs[0]}
-        )
-    table = {r["problem_id"]: (r["n"], r["c"]) for r in per_problem}
-    return {
-        "benchmark": "synthetic",
-        "summary": pass_at_k_table(table, [k for k in ks if k <= sampling.n]),
-        "n_problems": len(problems),
-        "sampling": asdict(sampling),
-        "sandbox": {"timeout_s": timeout_s, "memory_mb": 512},
-        "per_problem": per_problem,
-    }
+    """Per-problem results (n, c, difficulty, first completion) and pass@k for every k ≤ n.
+
+    ``records`` are a split's records (one problem per ``problem_id``) or problems already built from them
+    (:func:`problems_from_records`, e.g. limited to the first few).
+    """
+    problems = records if records and isinstance(records[0], Problem) else problems_from_records(records)
+    return evaluate_generative(
+        "synthetic", problems, model=model, tokenizer=tokenizer, sampling=sampling, ks=ks,
+        grade=lambda ps, cs: grade_synthetic(ps, cs, sandbox=sandbox, progress=progress),
+        sandbox=sandbox.as_dict(), batch_size=batch_size, progress=progress,
+    )

@@ -1,0 +1,166 @@
+"""CodeContests (Li et al., 2022, AlphaCode): competitive programming, graded on stdin/stdout tests.
+
+Data: the test or valid split as a local parquet/jsonl in the hub schema, or the hub dataset
+``deepmind/code_contests`` (split ``test`` by default). A row has ``name``, ``description``,
+``public_tests`` / ``private_tests`` / ``generated_tests`` (each ``{"input": [...], "output": [...]}``),
+``time_limit`` (``{"seconds", "nanos"}`` or null) and ``memory_limit_bytes``.
+
+Prompt: the statement, then a request for a Python 3 program reading stdin, and an open code fence;
+stop: the closing fence. Grade: the completion runs once per test (public, then private, then generated)
+with the test's input on stdin; it passes if every run exits 0 in time and prints the expected output after
+:func:`~wmtp.eval.benchmarks.harness.normalize_output` (trailing whitespace of lines and trailing blank lines
+ignored). A sample stops at its first failing test.
+
+Limits per problem: wall time ``time_limit * time_scale + startup_s`` (the row's limit is for the judged
+program; ``startup_s`` pays for the sandbox and the interpreter's start), memory the row's limit but at least
+``min_memory_mb`` (RLIMIT_AS counts the interpreter's virtual memory, which is far above what it uses).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from wmtp.data.records import DataError
+from wmtp.eval.benchmarks.harness import (
+    Check,
+    Problem,
+    SandboxSettings,
+    evaluate_generative,
+    grade_in_sandbox,
+    rows_from,
+)
+from wmtp.eval.generate import SamplingConfig
+
+STOP = ("```",)
+TEST_KINDS = ("public_tests", "private_tests", "generated_tests")
+DEFAULT_TIME_LIMIT_S = 10.0  # rows without a time limit
+INSTRUCTION = (
+    "Write a Python 3 program that solves the problem above. It reads the input from standard input and "
+    "writes the answer to standard output."
+)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How a row's limits become sandbox limits."""
+
+    time_scale: float = 1.0
+    startup_s: float = 1.0
+    min_memory_mb: int = 512
+
+    def timeout_s(self, time_limit_s: float) -> float:
+        return time_limit_s * self.time_scale + self.startup_s
+
+    def memory_mb(self, memory_limit_bytes: int | None) -> int:
+        return max(self.min_memory_mb, math.ceil((memory_limit_bytes or 0) / 2**20))
+
+
+@dataclass(frozen=True)
+class Contest:
+    """One CodeContests problem: statement, its stdin/stdout tests, its limits."""
+
+    name: str
+    description: str
+    tests: tuple[tuple[str, str], ...]  # (input, expected output), public then private then generated
+    time_limit_s: float
+    memory_limit_bytes: int | None
+
+
+def time_limit_seconds(value: Mapping[str, Any] | None) -> float:
+    """``{"seconds": s, "nanos": n}`` → s + n·1e-9 seconds; missing or zero → :data:`DEFAULT_TIME_LIMIT_S`."""
+    if not value:
+        return DEFAULT_TIME_LIMIT_S
+    seconds = (value.get("seconds") or 0) + (value.get("nanos") or 0) * 1e-9
+    return seconds if seconds > 0 else DEFAULT_TIME_LIMIT_S
+
+
+def parse_contest(row: Mapping[str, Any]) -> Contest:
+    try:
+        tests = []
+        for kind in TEST_KINDS:
+            group = row.get(kind) or {"input": [], "output": []}
+            if len(group["input"]) != len(group["output"]):
+                raise ValueError(f"{kind} has {len(group['input'])} inputs but {len(group['output'])} outputs")
+            tests.extend(zip(group["input"], group["output"]))
+        return Contest(
+            name=str(row["name"]),
+            description=row["description"],
+            tests=tuple(tests),
+            time_limit_s=time_limit_seconds(row.get("time_limit")),
+            memory_limit_bytes=row.get("memory_limit_bytes"),
+        )
+    except (KeyError, TypeError, ValueError) as err:
+        raise DataError(f"codecontests: bad row {row.get('name', '?')!r}: {err!r}") from None
+
+
+def prompt(contest: Contest) -> str:
+    return f"{contest.description.strip()}\n\n{INSTRUCTION}\n\n```python\n"
+
+
+def load_codecontests(
+    data_file: str | Path | None = None, *, dataset: str | None = None, split: str | None = "test"
+) -> list[Problem]:
+    """Problems with at least one test, in data order (a problem without tests cannot be graded)."""
+    rows = rows_from(data_file=data_file, dataset=dataset, split=split or "test", benchmark="codecontests")
+    contests = [c for c in map(parse_contest, rows) if c.tests]
+    if not contests:
+        raise DataError("codecontests: no problem with tests in the data")
+    return [
+        Problem(c.name, prompt(c), info={"n_tests": len(c.tests), "time_limit_s": c.time_limit_s}, data=c)
+        for c in contests
+    ]
+
+
+def contest_checks(contest: Contest, completion: str, *, limits: Limits = Limits()) -> list[Check]:
+    """One sandboxed run per test: the completion with the test's input on stdin."""
+    timeout_s, memory_mb = limits.timeout_s(contest.time_limit_s), limits.memory_mb(contest.memory_limit_bytes)
+    return [Check(completion, stdin=stdin, expected_stdout=expected, timeout_s=timeout_s, memory_mb=memory_mb)
+            for stdin, expected in contest.tests]
+
+
+def grade_codecontests(
+    problems: Sequence[Problem],
+    completions: Sequence[Sequence[str]],
+    *,
+    limits: Limits = Limits(),
+    unsafe: bool = False,
+    workers: int | None = None,
+    progress: bool = False,
+) -> list[list[bool]]:
+    return grade_in_sandbox(problems, completions, lambda p, c: contest_checks(p.data, c, limits=limits),
+                            unsafe=unsafe, workers=workers, progress=progress)
+
+
+def evaluate_codecontests(
+    model: Any,
+    tokenizer: Any,
+    problems: Sequence[Problem],
+    *,
+    sampling: SamplingConfig,
+    ks: Sequence[int] = (1, 10, 100),
+    limits: Limits = Limits(),
+    unsafe: bool = False,
+    workers: int | None = None,
+    batch_size: int = 16,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """pass@k over ``problems`` (sampling.stop should be :data:`STOP`)."""
+    sandbox = SandboxSettings(timeout_s=math.nan, memory_mb=limits.min_memory_mb, unsafe=unsafe, workers=workers)
+    settings = sandbox.as_dict(
+        timeout_s="per problem: time_limit * time_scale + startup_s",
+        memory_mb=f"per problem: max(memory_limit_bytes, {limits.min_memory_mb} MiB)",
+        time_scale=limits.time_scale,
+        startup_s=limits.startup_s,
+        default_time_limit_s=DEFAULT_TIME_LIMIT_S,
+        output_comparison="trailing whitespace per line and trailing blank lines ignored",
+    )
+    return evaluate_generative(
+        "codecontests", problems, model=model, tokenizer=tokenizer, sampling=sampling, ks=ks,
+        grade=lambda ps, cs: grade_codecontests(ps, cs, limits=limits, unsafe=unsafe, workers=workers,
+                                                progress=progress),
+        sandbox=settings, batch_size=batch_size, progress=progress,
+    )

