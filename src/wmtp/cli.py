@@ -99,12 +99,14 @@ def bench_train(
     n_heads: Annotated[int, typer.Option(help="MTP heads of the multi-token model.")] = 4,
     batch: Annotated[int, typer.Option(help="Sequences per step.")] = 1,
     steps: Annotated[int, typer.Option(help="Timed steps per model (after warm-up).")] = 5,
+    weighting: Annotated[str, typer.Option(help="Also time MTP with this weighting (e.g. rho1) vs uniform.")] = "uniform",
 ) -> None:
     """Step time and memory: NTP (H=1) vs MTP (ours) vs naive MTP, each in its own process."""
     from wmtp.bench.train import run_train_bench
 
     result = run_train_bench(
-        vocab=vocab, seq=seq, d_model=d_model, n_layers=n_layers, n_heads=n_heads, batch=batch, steps=steps
+        vocab=vocab, seq=seq, d_model=d_model, n_layers=n_layers, n_heads=n_heads, batch=batch, steps=steps,
+        weighting=weighting,
     )
     print(json.dumps(result))
 
@@ -188,6 +190,44 @@ def bench_sandbox_cmd(
     from wmtp.bench.sandbox import bench_sandbox
 
     print(json.dumps(bench_sandbox(n, workers=workers, humaneval=humaneval)))
+
+
+@app.command("generate")
+@_user_errors
+def generate_(
+    run: Annotated[Path, typer.Option(help="wmtp run directory (or a model directory): decodes RUN/model.")],
+    prompt: Annotated[str, typer.Option(help="Text to complete (encoded like training records: [bos] + text).")],
+    speculative: Annotated[bool, typer.Option("--speculative", help="Self-speculative decoding: heads 2..H draft, "
+                                              "head 1 verifies (same output as greedy).")] = False,
+    max_new_tokens: Annotated[int, typer.Option(min=1, help="Tokens generated at most (stops at eos).")] = 128,
+) -> None:
+    """Greedy completion of one prompt by head 1; prints the completion (stdout) and, with --speculative, the
+    decoding stats as JSON (stderr)."""
+    from wmtp.eval.evaluate import load_eval_model
+    from wmtp.eval.speculative import complete
+
+    model, tokenizer, _ = load_eval_model(run_dir=run)
+    texts, stats = complete(model, tokenizer, [prompt], max_new_tokens=max_new_tokens, speculative=speculative)
+    print(texts[0])
+    if speculative:
+        console.print(f"speculative: {json.dumps(stats.to_dict())}", highlight=False)
+
+
+@bench_app.command("decode")
+@_user_errors
+def bench_decode(
+    run: Annotated[Path, typer.Option(help="wmtp run directory (its model/ and test prompts).")],
+    prompts: Annotated[int, typer.Option(min=1, help="Distinct test-split prompts decoded.")] = 20,
+    max_new_tokens: Annotated[int, typer.Option(min=1, help="Tokens generated per prompt at most (stops at eos).")] = 128,
+    threads: Annotated[int, typer.Option(min=1, help="torch intra-op threads (the same for every decoder).")] = 1,
+    hf_generate: Annotated[bool, typer.Option(help="Also time HF generate (greedy) as a reference.")] = True,
+) -> None:
+    """Plain greedy vs self-speculative decoding, same prompts and process: tokens/s, tokens per forward,
+    acceptance per head, speedup."""
+    from wmtp.bench.decode import run_decode_bench
+
+    print(json.dumps(run_decode_bench(run, n_prompts=prompts, max_new_tokens=max_new_tokens, threads=threads,
+                                      hf_generate=hf_generate)))
 
 
 def main() -> None:

@@ -30,7 +30,7 @@ def test_flops_ratio_grows_with_heads():
 
 @pytest.fixture(scope="module")
 def tiny_result():
-    return run_train_bench(vocab=512, seq=64, d_model=32, n_layers=2, n_heads=4, batch=1, steps=1)
+    return run_train_bench(vocab=512, seq=64, d_model=32, n_layers=2, n_heads=4, batch=1, steps=1, weighting="rho1")
 
 
 def test_run_train_bench_tiny_keys_and_ratios(tiny_result):
@@ -60,3 +60,10 @@ def test_run_train_bench_tiny_keys_and_ratios(tiny_result):
 def test_ours_and_naive_compute_the_same_loss(tiny_result):
     # same seed → same H=4 model and batch: the first step's uniform MTP loss must agree
     assert tiny_result["mtp"]["loss_first"] == pytest.approx(tiny_result["naive_mtp"]["loss_first"], rel=1e-4)
+
+
+def test_weighted_variant_is_timed_against_uniform(tiny_result):
+    r = tiny_result
+    assert r["weighting"] == "rho1" and r["mtp_rho1"]["n_heads"] == 4
+    assert r["weighting_time_ratio"] == pytest.approx(r["mtp_rho1"]["step_s"] / r["mtp"]["step_s"])
+    assert r["mtp_rho1"]["loss_first"] != pytest.approx(r["mtp"]["loss_first"])  # rho1 weights do change the loss

@@ -88,8 +88,11 @@ def run_train_bench(
     batch: int = 1,
     steps: int = 5,
     seed: int = 0,
+    weighting: str = "uniform",
 ) -> dict[str, Any]:
-    """Step time and memory of NTP (H=1), our MTP (H=n_heads) and naive MTP, each in its own process.
+    """Step time and memory of NTP (H=1), our MTP (H=n_heads) and naive MTP, each in its own process;
+    with `weighting` ≠ uniform also MTP with that weighting (`mtp_<name>`, rho1 reading a cached ref_ce) and
+    `weighting_time_ratio` = its step time / uniform MTP's.
 
     Returns a JSON-able dict: per-variant results ("ntp", "mtp", "naive_mtp": step_s (median of `steps`
     timed steps after 2 warm-up steps), peak_mem_mb, param_mb, …), the ratios and the goal booleans
@@ -98,11 +101,23 @@ def run_train_bench(
     threads = _n_cores()
     common = dict(vocab=vocab, seq=seq, d_model=d_model, n_layers=n_layers, batch=batch, steps=steps,
                   seed=seed, threads=threads)  # fmt: skip
-    plan = {"ntp": (1, "ours"), "mtp": (n_heads, "ours"), "naive_mtp": (n_heads, "naive")}
+    plan = {"ntp": (1, "ours", "uniform"), "mtp": (n_heads, "ours", "uniform"), "naive_mtp": (n_heads, "naive", "uniform")}
+    if weighting != "uniform":
+        plan[f"mtp_{weighting}"] = (n_heads, "ours", weighting)
     load_before = _load_1m()  # other processes on these cores make step times meaningless: record the load
-    res = {name: _spawn({**common, "n_heads": h, "mode": mode}) for name, (h, mode) in plan.items()}
+    res = {
+        name: _spawn({**common, "n_heads": h, "mode": mode, "weighting": w}) for name, (h, mode, w) in plan.items()
+    }
     load_after = _load_1m()
     ntp, mtp, naive = res["ntp"], res["mtp"], res["naive_mtp"]
+    weighted = {}
+    if weighting != "uniform":
+        other = res[f"mtp_{weighting}"]
+        weighted = {
+            "weighting": weighting,
+            "weighting_time_ratio": other["step_s"] / mtp["step_s"],
+            "weighting_cpu_time_ratio": other["step_cpu_s"] / mtp["step_cpu_s"],
+        }
 
     cfg = _model_config(d_model=d_model, n_layers=n_layers, n_heads=n_heads, seq=seq)
     shape = dict(d_model=d_model, d_ff=_d_ff(cfg), n_attn_heads=cfg.n_attn_heads,
@@ -132,6 +147,7 @@ def run_train_bench(
         "time_goal_met": time_ratio <= flops_ratio,
         "mem_goal_met": extra_mem_mb <= mem_budget_mb,
         **tensor,
+        **weighted,
         "config": {
             **common,
             "n_heads": n_heads,
@@ -197,7 +213,11 @@ def measure_variant(params: dict[str, Any]) -> dict[str, Any]:
     ids = torch.randint(0, params["vocab"], (B, T))
     batch = {"input_ids": ids, "loss_mask": torch.ones(B, T, dtype=torch.bool),
              "attention_mask": torch.ones(B, T, dtype=torch.bool)}  # fmt: skip
-    loss_fn = _ours_step if params["mode"] == "ours" else _naive_step
+    if params["weighting"] == "rho1":
+        # a cached reference: its CE of each token is just another batch tensor during the step
+        batch["ref_ce"] = torch.rand(B, T) * 4
+    weight_fn = _weight_fn(params["weighting"])
+    loss_fn = (lambda m, b: _ours_step(m, b, weight_fn)) if params["mode"] == "ours" else _naive_step
 
     times, cpu_times, losses, rss_state_mb = [], [], [], None
     for i in range(WARMUP_STEPS + params["steps"]):
@@ -259,14 +279,21 @@ def _tensor_peak_mb(model, optimizer, forward_backward_fn) -> float | None:
     return (sum(held.values()) + peak) / MIB
 
 
-def _ours_step(model, batch) -> float:
-    """forward_backward with uniform weights: Meta's sequential per-head backward, fused chunked CE."""
+def _weight_fn(name: str):
+    """The WeightFn of `weighting.name` with its default settings (rho1 reads the batch's ref_ce)."""
+    from wmtp.config import WeightingConfig
+    from wmtp.weighting.registry import build_weight_fn
+
+    return build_weight_fn(WeightingConfig(name=name))
+
+
+def _ours_step(model, batch, weight_fn) -> float:
+    """forward_backward: Meta's sequential per-head backward, fused chunked CE."""
     from wmtp.config import WeightingConfig
     from wmtp.train.step import batch_targets, forward_backward
-    from wmtp.weighting.uniform import UniformWeight
 
     _, valid = batch_targets(batch, model.n_heads)
-    result = forward_backward(model, batch, weight_fn=UniformWeight(), wcfg=WeightingConfig(),
+    result = forward_backward(model, batch, weight_fn=weight_fn, wcfg=WeightingConfig(),
                               n_valid_step=int(valid.sum()), chunk_tokens=_chunk_tokens())  # fmt: skip
     return result.loss
 
