@@ -10,6 +10,7 @@ import pytest
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1500)  # three short trainings; minutes on an idle 2-core machine, far more when it is shared
 def test_demo_learns_far_beyond_a_unigram_model(tmp_path):
     run_dir = tmp_path / "demo"
     subprocess.run(
