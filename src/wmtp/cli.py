@@ -218,7 +218,7 @@ def generate_(
 def bench_decode(
     run: Annotated[Path, typer.Option(help="wmtp run directory (its model/ and test prompts).")],
     prompts: Annotated[int, typer.Option(min=1, help="Distinct test-split prompts decoded.")] = 20,
-    max_new_tokens: Annotated[int, typer.Option(min=1, help="Tokens generated per prompt at most (stops at eos).")] = 128,
+    max_new_tokens: Annotated[int, typer.Option(min=1, help="Tokens per prompt at most (stops at eos).")] = 128,
     threads: Annotated[int, typer.Option(min=1, help="torch intra-op threads (the same for every decoder).")] = 1,
     hf_generate: Annotated[bool, typer.Option(help="Also time HF generate (greedy) as a reference.")] = True,
 ) -> None:
