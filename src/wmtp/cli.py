@@ -138,6 +138,8 @@ def eval_(
     batch_size: Annotated[int, typer.Option(help="Prompts per generation batch.")] = 16,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
     progress: Annotated[bool, typer.Option(help="Progress bars.")] = True,
+    speculative: Annotated[bool, typer.Option("--speculative", help="Greedy self-speculative decoding with the "
+                                                                   "MTP heads (same tokens, fewer forwards).")] = False,
 ) -> None:
     """Evaluate a run (or an HF model) on benchmarks; writes <out>/<bench>.json, prints a JSON summary last."""
     from wmtp.eval.evaluate import EvalRequest, run_eval
@@ -149,7 +151,7 @@ def eval_(
         request = EvalRequest(
             benches=tuple(b.strip() for b in bench.split(",") if b.strip()),
             sampling=SamplingConfig(temperature=temperature, top_p=top_p, n=n, max_new_tokens=max_new_tokens,
-                                    seed=seed),
+                                    seed=seed, speculative=speculative),
             ks=ks, limit=limit, data_file=None if data_file is None else str(data_file), dataset=dataset,
             split=split, n_shot=n_shot, fewshot_file=None if fewshot_file is None else str(fewshot_file),
             unsafe=unsafe, timeout_s=timeout, workers=workers, batch_size=batch_size, progress=progress,

@@ -82,3 +82,17 @@ def test_evaluate_synthetic_reports_per_problem(model, tokenizer, splits):
     assert [r["problem_id"] for r in result["per_problem"]] == [p.problem_id for p in problems]
     assert set(result["summary"]) == {"pass@1"} and 0.0 <= result["summary"]["pass@1"] <= 1.0
     assert all(r["n"] == 1 and r["c"] in (0, 1) for r in result["per_problem"])
+
+
+def test_speculative_generation_equals_greedy(model, tokenizer, splits):
+    prompts = [p.prompt for p in unique_problems(splits["train"])[:4]]
+    plain = generate(model, tokenizer, prompts, sampling=SamplingConfig(max_new_tokens=12), progress=False)
+    fast = generate(
+        model, tokenizer, prompts, sampling=SamplingConfig(max_new_tokens=12, speculative=True), progress=False
+    )
+    assert fast == plain
+
+
+def test_speculative_needs_greedy():
+    with pytest.raises(ValueError, match="temperature 0"):
+        SamplingConfig(temperature=0.8, speculative=True)

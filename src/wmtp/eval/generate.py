@@ -15,7 +15,9 @@ CODE_STOPS = ("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\nassert ")
 
 @dataclass(frozen=True)
 class SamplingConfig:
-    """temperature 0 is greedy decoding; n samples per prompt; completions are cut at the first stop string."""
+    """temperature 0 is greedy decoding; n samples per prompt; completions are cut at the first stop string.
+    speculative: greedy self-speculative decoding with the MTP heads (`wmtp.eval.speculative`): the same
+    tokens as greedy decoding, in fewer forwards; needs temperature 0."""
 
     temperature: float = 0.0
     top_p: float = 1.0
@@ -23,6 +25,11 @@ class SamplingConfig:
     max_new_tokens: int = 128
     stop: tuple[str, ...] = field(default=CODE_STOPS)
     seed: int = 0
+    speculative: bool = False
+
+    def __post_init__(self) -> None:
+        if self.speculative and self.temperature > 0:
+            raise ValueError("speculative decoding is greedy: it needs temperature 0")
 
 
 def truncate_at_stop(text: str, stops: tuple[str, ...]) -> str:
@@ -52,6 +59,11 @@ def generate(
     Prompts are encoded like training records (`encode_prompt`: [bos] + prompt tokens). Decoding uses head 1,
     which is the trunk's own last block, so the trunk's HF `generate` (with its KV cache) decodes exactly head 1.
     """
+    if sampling.speculative:
+        from wmtp.eval.speculative import complete  # speculative builds on this module's prompt encoding
+
+        texts, _ = complete(model, tokenizer, prompts, max_new_tokens=sampling.max_new_tokens, batch_size=batch_size)
+        return [[truncate_at_stop(t, sampling.stop)] * sampling.n for t in texts]
     if not model.head1_is_trunk_layer:
         raise ValueError("generation decodes head 1 through the trunk: it needs model.head1_is_trunk_layer=true")
     was_training = model.training
