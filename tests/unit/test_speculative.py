@@ -33,15 +33,6 @@ from wmtp.model.mtp import MTPModel
 V = 64
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids OpenMP spin-wait slowdowns on a shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def random_model(n_heads: int, *, seed: int = 0, head1: bool = True) -> MTPModel:
     torch.manual_seed(seed)
     cfg = ModelConfig(n_heads=n_heads, head1_is_trunk_layer=head1, d_model=32, n_layers=2, n_attn_heads=4,

@@ -31,6 +31,7 @@ from safetensors.torch import save_file
 
 from wmtp.data.collate import EncodedRecord, collate
 from wmtp.data.records import DataError
+from wmtp.train.state import sha256_file
 
 CACHE_FORMAT = 1
 INDEX = "index.json"
@@ -76,14 +77,6 @@ def _shard_name(i: int) -> str:
     return f"shard_{i:05d}.safetensors"
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _read_shard(path: Path) -> tuple[dict[str, str], torch.Tensor, torch.Tensor]:
     """(metadata, ref_ce Float[Σn], lengths Long[n]); raises RefCacheError on an unreadable file."""
     try:
@@ -96,7 +89,7 @@ def _read_shard(path: Path) -> tuple[dict[str, str], torch.Tensor, torch.Tensor]
 def _shard_matches(path: Path, key: CacheKey, shard: Sequence[EncodedRecord], sha256: str | None) -> bool:
     """A shard can be reused: whole, for this key and these records, and (when an earlier index lists it)
     bit-identical to what that index recorded."""
-    if not path.is_file() or (sha256 is not None and _sha256(path) != sha256):
+    if not path.is_file() or (sha256 is not None and sha256_file(path) != sha256):
         return False
     try:
         meta, values, lengths = _read_shard(path)
@@ -181,7 +174,7 @@ def write_cache(
         "n_records": len(records),
         "shard_records": shard_records,
         "shards": [
-            {"file": _shard_name(i), "n_records": len(shard), "sha256": _sha256(directory / _shard_name(i))}
+            {"file": _shard_name(i), "n_records": len(shard), "sha256": sha256_file(directory / _shard_name(i))}
             for i, shard in enumerate(shards)
         ],
     }
@@ -232,7 +225,7 @@ def read_cache(directory: Path, key: CacheKey, records: Sequence[EncodedRecord])
     start = 0
     for entry in index["shards"]:
         path = directory / entry["file"]
-        if not path.is_file() or _sha256(path) != entry["sha256"]:
+        if not path.is_file() or sha256_file(path) != entry["sha256"]:
             raise RefCacheError(f"reference-cache shard {path} is missing or corrupt; {remedy}")
         meta, values, lengths = _read_shard(path)
         shard = records[start : start + entry["n_records"]]
