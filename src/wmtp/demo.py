@@ -11,17 +11,14 @@ from wmtp.config import RunConfig, apply_overrides, validate
 from wmtp.eval.benchmarks.synthetic import evaluate_synthetic
 from wmtp.eval.generate import SamplingConfig
 from wmtp.eval.sandbox import SandboxUnavailable
-from wmtp.model.checkpoints import save_model_dir
-from wmtp.train.run import build_run, score_reference
+from wmtp.train.run import score_reference, train_run
 
 
 def run_demo(cfg: RunConfig) -> Path:
     """Train (or finish training) cfg's run, evaluate it on the valid split, write run_dir/report.md."""
     started = time.perf_counter()
-    run = build_run(cfg, resume=True)  # a finished demo is not retrained; a killed one continues
+    run = train_run(cfg, resume=True)  # a finished demo is not retrained; a killed one continues
     trainer = run.trainer
-    trainer.train()
-    save_model_dir(trainer.model, Path(cfg.run_dir) / "model", run.data.tokenizer)
     final = trainer.validate()
     baseline = unigram_ce(trainer.train_data, trainer.valid_data, trainer.model.vocab_size)
     run_dir = Path(cfg.run_dir)
@@ -46,23 +43,16 @@ def _derived(cfg: RunConfig, overrides: list[str]) -> RunConfig:
     return validate(apply_overrides(cfg.model_dump(mode="json"), overrides))
 
 
-def _train_and_save(cfg: RunConfig):
-    run = build_run(cfg, resume=True)
-    run.trainer.train()
-    save_model_dir(run.trainer.model, Path(cfg.run_dir) / "model", run.data.tokenizer)
-    return run
-
-
 def _rho1_runs(cfg: RunConfig, run_dir: Path) -> dict:
     """Rho-1 as its paper does: a next-token reference (H=1) trained on the correct solutions, its CE of every
     token cached (`score-ref`), then the same MTP run as above with rho1 weights. Each stage resumes."""
     ref_cfg = _derived(cfg, [f"run_dir={run_dir / 'reference'}", "model.n_heads=1", "data.train_on=correct",
                              "weighting.name=uniform"])  # fmt: skip
-    reference = _train_and_save(ref_cfg)
+    reference = train_run(ref_cfg, resume=True)
     rho1_cfg = _derived(cfg, [f"run_dir={run_dir / 'rho1'}", "weighting.name=rho1",
                               f"weighting.rho1.reference={ref_cfg.run_dir}"])  # fmt: skip
     score_reference(rho1_cfg)
-    run = _train_and_save(rho1_cfg)
+    run = train_run(rho1_cfg, resume=True)
     return {
         "reference_val_ce": reference.trainer.validate()["val_ce_h1"],
         "final_eval": run.trainer.validate(),
