@@ -1,6 +1,9 @@
-"""Naive reference implementations (explicit loops) shared by the unit tests."""
+"""Naive reference implementations (explicit loops) and the tiny model shared by the unit tests."""
 
 import torch
+
+from wmtp.config import ModelConfig
+from wmtp.model.mtp import MTPModel
 
 
 def naive_normalize(raw, valid, mode, clip_min=None, clip_max=None):
@@ -34,3 +37,19 @@ def naive_normalize(raw, valid, mode, clip_min=None, clip_max=None):
                         v = min(v, clip_max)
                     out[b, t, k] = v
     return out
+
+
+def tiny_model(n_heads=3, *, head1=True, d_model=32, n_layers=2, seed=0, init_std=0.1, tie=True, vocab=97):
+    """A seeded tiny Llama-style MTPModel (vocab 97; pad 0, bos 1, eos 2) for unit tests."""
+    torch.manual_seed(seed)
+    cfg = ModelConfig(
+        n_heads=n_heads,
+        head1_is_trunk_layer=head1,
+        d_model=d_model,
+        n_layers=n_layers,
+        n_attn_heads=4,
+        max_seq_len=64,
+        init_std=init_std,
+        tie_embeddings=tie,
+    )
+    return MTPModel.from_config(cfg, vocab_size=vocab, pad_id=0, bos_id=1, eos_id=2)

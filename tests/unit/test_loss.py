@@ -10,13 +10,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from wmtp.config import ModelConfig, WeightingConfig
+from wmtp.config import WeightingConfig
 from wmtp.model.loss import linear_ce, mtp_targets, reduce_weighted, weighted_linear_ce
-from wmtp.model.mtp import MTPModel
 from wmtp.train.step import evaluate_ce, forward_backward, raw_step_weights
 from wmtp.weighting.uniform import UniformWeight
 
-from oracles import naive_normalize
+from oracles import naive_normalize, tiny_model
 
 V = 97
 
@@ -51,18 +50,6 @@ def naive_ce_grid(logits, targets):
     return ce.reshape(B, T, H)
 
 
-def tiny_model(n_heads=3, *, head1=True, d_model=32, n_layers=2, seed=0, init_std=0.1):
-    torch.manual_seed(seed)
-    cfg = ModelConfig(
-        n_heads=n_heads,
-        head1_is_trunk_layer=head1,
-        d_model=d_model,
-        n_layers=n_layers,
-        n_attn_heads=4,
-        max_seq_len=64,
-        init_std=init_std,
-    )
-    return MTPModel.from_config(cfg, vocab_size=V, pad_id=PAD, bos_id=BOS, eos_id=EOS).float()
 
 
 def make_batch(seed=0, *, B=4, T=12, left_pad=True):

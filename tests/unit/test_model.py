@@ -9,26 +9,16 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from wmtp.config import ModelConfig
 from wmtp.model.checkpoints import CheckpointError, load_model_dir, save_model_dir
 from wmtp.model.mtp import MTPModel
+
+import oracles
 
 V = 97
 
 
-def tiny_model(n_heads=3, *, head1=True, n_layers=2, d_model=32, seed=0, tie=True):
-    torch.manual_seed(seed)
-    cfg = ModelConfig(
-        n_heads=n_heads,
-        head1_is_trunk_layer=head1,
-        d_model=d_model,
-        n_layers=n_layers,
-        n_attn_heads=4,
-        max_seq_len=64,
-        init_std=0.1,
-        tie_embeddings=tie,
-    )
-    return MTPModel.from_config(cfg, vocab_size=V, pad_id=0, bos_id=1, eos_id=2).eval()
+def tiny_model(*args, **kwargs) -> MTPModel:
+    return oracles.tiny_model(*args, **kwargs).eval()
 
 
 def hf_trunk(n_layers=3, d_model=32, seed=0):
