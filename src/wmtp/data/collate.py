@@ -3,10 +3,15 @@
 A sequence is [bos] + tok(prompt) + tok(completion) + [eos]. Prompt and completion are tokenised separately,
 exactly as at generation time, when the model is given the prompt's tokens and continues from there.
 Loss targets are the completion tokens and the eos; never bos, prompt or padding.
+
+Packing (`pack_records`) concatenates several encoded records into one row of at most `max_len` tokens; the
+batch then carries `segment_ids`, with which no attention (`MTPModel.trunk_forward`) and no MTP target
+(`mtp_targets`) crosses a record boundary, and positions restart in every record.
 """
 
 from __future__ import annotations
 
+import bisect
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,6 +29,8 @@ class EncodedRecord:
     """One tokenised record: `input_ids[:n_prompt]` is bos + prompt, the rest completion (+ eos if it fit).
 
     `ref_ce` (optional, len(input_ids) floats): a reference model's CE of token j given input_ids[:j]; 0 at j=0.
+    `segments` (packed rows only): (length, n_prompt) of each record packed into this row, in order; then
+    `id` joins the records' ids with "+" and `is_correct` is true iff every packed record is correct.
     """
 
     id: str
@@ -31,6 +38,7 @@ class EncodedRecord:
     n_prompt: int
     is_correct: bool
     ref_ce: list[float] | None = None
+    segments: list[tuple[int, int]] | None = None
 
 
 def encode_records(
@@ -63,12 +71,56 @@ def encode_records(
     return out
 
 
+def pack_records(records: Sequence[EncodedRecord], max_len: int) -> list[EncodedRecord]:
+    """Pack records into rows of at most `max_len` tokens (best-fit decreasing; deterministic).
+
+    Each row is an EncodedRecord with `segments`; ref_ce values are concatenated like the tokens. Records are
+    never split (encode_records already truncated each to max_len). Rows come out longest-first.
+    """
+    for r in records:
+        if r.segments is not None:
+            raise ValueError(f"record {r.id!r} is already packed")
+        if len(r.input_ids) > max_len:
+            raise ValueError(f"record {r.id!r} has {len(r.input_ids)} tokens > max_len={max_len}")
+    order = sorted(range(len(records)), key=lambda i: (-len(records[i].input_ids), i))
+    rows: list[list[int]] = []
+    free: list[tuple[int, int]] = []  # sorted (room left, row index): the best fit is the first with room >= n
+    for i in order:
+        n = len(records[i].input_ids)
+        at = bisect.bisect_left(free, (n, -1))
+        if at == len(free):
+            rows.append([i])
+            room, row = max_len - n, len(rows) - 1
+        else:
+            room, row = free.pop(at)
+            rows[row].append(i)
+            room -= n
+        bisect.insort(free, (room, row))
+    return [_packed_row([records[i] for i in row]) for row in rows]
+
+
+def _packed_row(parts: Sequence[EncodedRecord]) -> EncodedRecord:
+    has_ref = [p.ref_ce is not None for p in parts]
+    if any(has_ref) and not all(has_ref):
+        raise ValueError("cannot pack records with and without ref_ce together")
+    return EncodedRecord(
+        id="+".join(p.id for p in parts),
+        input_ids=[t for p in parts for t in p.input_ids],
+        n_prompt=parts[0].n_prompt,
+        is_correct=all(p.is_correct for p in parts),
+        ref_ce=[v for p in parts for v in p.ref_ce] if all(has_ref) else None,
+        segments=[(len(p.input_ids), p.n_prompt) for p in parts],
+    )
+
+
 def collate(examples: Sequence[EncodedRecord], *, pad_id: int, padding_side: str = "right") -> dict:
     """Pad a list of encoded records to the longest, T.
 
     Returns `input_ids` Long[B,T], `attention_mask` Bool[B,T], `loss_mask` Bool[B,T] (completion tokens and
     eos), `is_correct` Float[B], `ids` list[str]; and `ref_ce` Float[B,T] when the records carry one
     (ref_ce[b,j] sits on token j like input_ids; 0 at padding). Records with and without ref_ce do not mix.
+    When a row is packed (`pack_records`), also `segment_ids` Long[B,T]: 0, 1, … per record of the row, -1 at
+    padding; loss_mask then covers each record's completion.
     """
     if padding_side not in ("right", "left"):
         raise ValueError(f"padding_side must be 'right' or 'left', got {padding_side!r}")
@@ -83,12 +135,22 @@ def collate(examples: Sequence[EncodedRecord], *, pad_id: int, padding_side: str
     input_ids = torch.full((B, T), pad_id, dtype=torch.long)
     attention_mask = torch.zeros(B, T, dtype=torch.bool)
     loss_mask = torch.zeros(B, T, dtype=torch.bool)
+    packed = any(e.segments is not None for e in examples)
+    segment_ids = torch.full((B, T), -1, dtype=torch.long) if packed else None
     for b, e in enumerate(examples):
         n = len(e.input_ids)
         start = 0 if padding_side == "right" else T - n  # first real token of row b
         input_ids[b, start:start + n] = torch.tensor(e.input_ids, dtype=torch.long)
         attention_mask[b, start:start + n] = True
-        loss_mask[b, start + e.n_prompt:start + n] = True
+        segments = e.segments or [(n, e.n_prompt)]
+        if sum(length for length, _ in segments) != n:
+            raise ValueError(f"record {e.id!r}: segment lengths do not add up to its {n} tokens")
+        pos = start
+        for s, (length, n_prompt) in enumerate(segments):
+            loss_mask[b, pos + n_prompt:pos + length] = True
+            if segment_ids is not None:
+                segment_ids[b, pos:pos + length] = s
+            pos += length
         if ref_ce is not None:
             if len(e.ref_ce) != n:
                 raise ValueError(f"record {e.id!r}: {len(e.ref_ce)} ref_ce values for {n} tokens")
@@ -102,4 +164,6 @@ def collate(examples: Sequence[EncodedRecord], *, pad_id: int, padding_side: str
     }
     if ref_ce is not None:
         batch["ref_ce"] = ref_ce
+    if segment_ids is not None:
+        batch["segment_ids"] = segment_ids
     return batch

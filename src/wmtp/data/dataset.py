@@ -90,8 +90,8 @@ def _cached_tokenizer(directory: Path, train: list[Record], vocab_size: int) -> 
     return tok
 
 
-def prepare_data(cfg: DataConfig) -> PreparedData:
-    """Records (generated or read) and a tokenizer (given, saved with the data, or trained and cached)."""
+def load_splits(cfg: DataConfig) -> tuple[Path, dict[str, list[Record]], PreTrainedTokenizerFast]:
+    """(data directory, every record of each split unfiltered, tokenizer): what `prepare_data` starts from."""
     cache = Path(cfg.cache_dir)
     if cfg.path is None:
         data_dir = cache / f"synthetic-{synthetic_key(cfg.synthetic)}"
@@ -108,7 +108,12 @@ def prepare_data(cfg: DataConfig) -> PreparedData:
         tokenizer = load_tokenizer(cfg.tokenizer)
     else:
         tokenizer = _cached_tokenizer(tok_dir, splits["train"], cfg.vocab_size)
+    return data_dir, splits, tokenizer
 
+
+def prepare_data(cfg: DataConfig) -> PreparedData:
+    """Records (generated or read) and a tokenizer (given, saved with the data, or trained and cached)."""
+    data_dir, splits, tokenizer = load_splits(cfg)
     train, valid = splits["train"], splits["valid"]
     if cfg.train_on == "correct":
         # valid is filtered too, so that validation CE measures the distribution being trained on.

@@ -16,13 +16,15 @@ IGNORE_INDEX = -100
 
 
 def mtp_targets(
-    input_ids: Tensor, loss_mask: Tensor, attention_mask: Tensor, n_heads: int
+    input_ids: Tensor, loss_mask: Tensor, attention_mask: Tensor, n_heads: int, *, segment_ids: Tensor | None = None
 ) -> tuple[Tensor, Tensor]:
     """Targets of every head at every position.
 
     input_ids, loss_mask, attention_mask: [B,T] (masks bool or 0/1).
     Returns targets Long[B,T,H] (input_ids[b,t+k], or -100 where invalid) and valid Bool[B,T,H],
     with valid[b,t,k-1] = (t+k < T) & loss_mask[b,t+k] & attention_mask[b,t].
+    segment_ids (optional Long[B,T], packed rows): additionally segment_ids[b,t] == segment_ids[b,t+k], so no
+    target crosses a record boundary.
     """
     if n_heads < 1:
         raise ValueError(f"n_heads must be >= 1, got {n_heads}")
@@ -37,6 +39,8 @@ def mtp_targets(
     targets = torch.full((B, T, n_heads), IGNORE_INDEX, dtype=torch.long, device=input_ids.device)
     for k in range(1, min(n_heads, T - 1) + 1):
         v = loss_mask[:, k:] & attention_mask[:, : T - k]  # [B, T-k]: target j = t+k
+        if segment_ids is not None:
+            v = v & (segment_ids[:, k:] == segment_ids[:, : T - k])
         valid[:, : T - k, k - 1] = v
         targets[:, : T - k, k - 1] = torch.where(v, input_ids[:, k:].long(), IGNORE_INDEX)
     return targets, valid
