@@ -1,0 +1,140 @@
+"""FSDP2 under torchrun (gloo, 2 CPU processes) against the single-process trainer: same losses and parameters,
+exact resume, a checkpoint written by 2 processes continued in 1, a 2-node c10d rendezvous, and `wmtp train`."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from dist_worker import PARITY, SharpCEWeight
+from test_trainer import make_cfg, make_trainer
+
+from wmtp.model.checkpoints import load_model_dir
+
+WORKER = Path(__file__).parent / "dist_worker.py"
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
+TOL = 1e-5
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parent)}
+
+
+def _check(procs: list[subprocess.Popen]) -> None:
+    outs = [p.communicate(timeout=240) for p in procs]
+    for p, (out, _) in zip(procs, outs):
+        assert p.returncode == 0, out[-4000:]
+
+
+def torchrun_two_nodes(out: Path, scenario: str) -> None:
+    """Two torchrun agents (one process each) meeting through c10d rendezvous, as on two machines."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [*TORCHRUN, "--nnodes", "2", "--nproc-per-node", "1", "--rdzv-backend", "c10d",
+           "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "wmtp-test", str(WORKER), str(out), scenario]
+    _check([subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            for _ in range(2)])
+
+
+def train_rows(run_dir: Path) -> list[dict]:
+    return [r for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if r["kind"] == "train"]
+
+
+def assert_same_run(rows_a, rows_b, params_a, params_b):
+    assert [r["step"] for r in rows_a] == [r["step"] for r in rows_b] and rows_a
+    for a, b in zip(rows_a, rows_b):
+        for key in ("loss", "ce_h1", "ce_h2", "ce_h3", "grad_norm", "tokens_seen"):
+            assert a[key] == pytest.approx(b[key], abs=TOL), (a["step"], key)
+    assert params_a.keys() == params_b.keys()
+    for name, p in params_a.items():
+        torch.testing.assert_close(p, params_b[name], rtol=0, atol=TOL, msg=name)
+
+
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory):
+    """2-rank runs (uniform, killed + resumed, CE-weighted) over a 2-node c10d rendezvous, and their outputs.
+    (`wmtp train` below uses the single-node --standalone rendezvous.)"""
+    out = tmp_path_factory.mktemp("dist")
+    torchrun_two_nodes(out, "uniform,resume,weighted")
+    return out
+
+
+def single(run_dir: Path, weight_fn=None):
+    trainer = make_trainer(make_cfg(run_dir, *PARITY), weight_fn)
+    trainer.train()
+    return trainer
+
+
+@pytest.fixture(scope="module")
+def one_rank(tmp_path_factory):
+    """The same uniform run in this process: its run directory and final parameters."""
+    run_dir = tmp_path_factory.mktemp("one") / "uniform"
+    return run_dir, single(run_dir).model.state_dict()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_two_ranks_equal_one_process(two_ranks, one_rank, tmp_path):
+    one_dir, one_params = one_rank
+    assert_same_run(train_rows(two_ranks / "uniform"), train_rows(one_dir), torch.load(two_ranks / "uniform.pt"),
+                    one_params)
+    assert len(train_rows(two_ranks / "uniform")) == 6  # rank 0 alone writes metrics
+
+    weighted = single(tmp_path / "weighted", SharpCEWeight())
+    assert_same_run(train_rows(two_ranks / "weighted"), train_rows(tmp_path / "weighted"),
+                    torch.load(two_ranks / "weighted.pt"), weighted.model.state_dict())
+    w_std = [r["w_std"] for r in train_rows(tmp_path / "weighted")]
+    assert min(w_std) > 0.1  # the weights really are non-uniform
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_resume_on_two_ranks_and_in_one_process(two_ranks, one_rank, tmp_path):
+    full = torch.load(two_ranks / "uniform.pt")
+    assert_same_run(train_rows(two_ranks / "resume"), train_rows(two_ranks / "uniform"),
+                    torch.load(two_ranks / "resume.pt"), full)
+
+    # the 2-rank checkpoint of step 3 continued by a single process
+    run = tmp_path / "continued"
+    shutil.copytree(two_ranks / "uniform", run)
+    (run / "checkpoints/latest").write_text("step_000003")
+    shutil.rmtree(run / "checkpoints/step_000006")
+    trainer = make_trainer(make_cfg(run, *PARITY))
+    assert trainer.resume() and trainer.step == 3
+    trainer.train()
+    assert_same_run(train_rows(run), train_rows(one_rank[0]), trainer.model.state_dict(), one_rank[1])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_wmtp_train_under_torchrun_bf16_checkpointing(tmp_path):
+    """The CLI path: bf16 FSDP compute, activation checkpointing, rank-0 run directory, gathered final model."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for split, n in (("train", 16), ("valid", 4)):
+        rows = [{"id": f"{split}{i}", "problem_id": f"p{i}", "prompt": f"def f{i}(x):\n",
+                 "completion": f"    return x * {i} + {i % 3}\n" * (1 + i % 2), "is_correct": True, "source": "test"}
+                for i in range(n)]
+        (data / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    run = tmp_path / "run"
+    cmd = [*TORCHRUN, "--nproc-per-node", "2", "--standalone", "-m", "wmtp", "train", f"data.path={data}",
+           f"data.cache_dir={tmp_path / 'cache'}", "data.vocab_size=300", f"run_dir={run}", "model.d_model=32",
+           "model.n_layers=2", "model.n_heads=2", "train.batch_size=4", "train.max_steps=2", "train.eval_every=2",
+           "train.progress=false", "distributed.param_dtype=bf16", "train.activation_checkpointing=true"]
+    proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert proc.stderr.count("run directory:") == 1 and proc.stderr.count("memory estimate per device") == 1
+    rows = train_rows(run)
+    assert [r["step"] for r in rows] == [1, 2] and all(0 < r["loss"] < 20 for r in rows)
+    assert (run / "checkpoints/step_000002/.metadata").is_file()
+    model = load_model_dir(run / "model")
+    assert model.n_heads == 2 and all(torch.isfinite(p).all() for p in model.parameters())
