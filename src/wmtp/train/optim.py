@@ -11,12 +11,17 @@ from wmtp.config import OptimConfig
 
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.AdamW:
-    """AdamW; weight decay applies to parameters with ≥ 2 dims (not norms or biases)."""
-    params = [p for p in model.parameters() if p.requires_grad]
+    """AdamW; weight decay applies to parameters with ≥ 2 dims (not norms or biases). A critic's value head
+    (`model.value_head`) is its own group named "value", without decay, so that it gets its own lr."""
+    value_head = getattr(model, "value_head", None)
+    value_ids = {id(p) for p in value_head.parameters()} if value_head is not None else set()
+    params = [p for p in model.parameters() if p.requires_grad and id(p) not in value_ids]
     groups = [
         {"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
+    if value_head is not None:
+        groups.append({"params": list(value_head.parameters()), "weight_decay": 0.0, "name": "value"})
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
 
 

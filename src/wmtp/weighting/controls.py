@@ -61,6 +61,7 @@ class ControlWeight:
             raise ValueError(f"control mode must be one of {CONTROL_MODES}, got {mode!r}")
         self.base, self.mode, self.seed = base, mode, seed
         self.needs_ce = base.needs_ce
+        self.needs_values = getattr(base, "needs_values", False)
         self.begin_step(0)
 
     def begin_step(self, step: int) -> None:

@@ -1,0 +1,196 @@
+"""CriticWeight: weights per mode against loops, detachment, value loss and drift control, state-free evaluation."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from oracles import tiny_model
+from wmtp.config import CriticConfig, WeightingConfig
+from wmtp.model.loss import mtp_targets
+from wmtp.train.step import forward_backward
+from wmtp.weighting.critic import CriticEval, CriticWeight, gae
+
+
+def make_batch(seed: int = 0, B: int = 4, T: int = 12, H: int = 3):
+    """Right-padded rows: bos + prompt, then a completion of ≥ 2 tokens; values random."""
+    g = torch.Generator().manual_seed(seed)
+    attn = torch.zeros(B, T, dtype=torch.bool)
+    loss_mask = torch.zeros(B, T, dtype=torch.bool)
+    for b in range(B):
+        n = int(torch.randint(6, T + 1, (1,), generator=g))
+        n_prompt = int(torch.randint(1, n - 2, (1,), generator=g))
+        attn[b, :n] = True
+        loss_mask[b, n_prompt:n] = True
+    ids = torch.randint(3, 90, (B, T), generator=g) * attn
+    batch = {
+        "input_ids": ids,
+        "attention_mask": attn,
+        "loss_mask": loss_mask,
+        "is_correct": torch.tensor([1.0, 0.0, 1.0, 0.0])[:B],
+        "ids": [f"r{b}" for b in range(B)],
+        "values": torch.randn(B, T, generator=g),
+    }
+    _, valid = mtp_targets(ids, loss_mask, attn, H)
+    return batch, valid
+
+
+def naive_delta(batch, gamma, rc=1.0, ri=0.0):
+    """δ_j by loops (DESIGN §7) with the terminal reward on the last completion token."""
+    v, m = batch["values"], batch["loss_mask"]
+    B, T = m.shape
+    out = torch.zeros(B, T)
+    for b in range(B):
+        js = [j for j in range(T) if m[b, j]]
+        for j in js:
+            last = j == js[-1]
+            r = (rc if batch["is_correct"][b] else ri) if last else 0.0
+            out[b, j] = r + (0.0 if last else gamma * v[b, j]) - v[b, j - 1]
+    return out
+
+
+@pytest.mark.parametrize("gamma", [1.0, 0.9])
+def test_abs_td_weight_of_t_k_is_abs_delta_of_target_token(gamma):
+    batch, valid = make_batch()
+    critic = CriticWeight(CriticConfig(mode="abs_td", gamma=gamma), reward_rate=0.5)
+    w = critic(batch, valid, None)
+    delta = naive_delta(batch, gamma)
+    B, T, H = valid.shape
+    for b in range(B):
+        for t in range(T):
+            for k in range(H):
+                if valid[b, t, k]:
+                    assert w[b, t, k].item() == pytest.approx(abs(delta[b, t + k + 1].item()), abs=1e-5)
+
+
+def test_exp_adv_whitens_with_running_moments_and_caps():
+    batch, valid = make_batch(seed=1)
+    cfg = CriticConfig(mode="exp_adv", beta=0.5, w_max=3.0, lam=0.9)
+    critic = CriticWeight(cfg, reward_rate=0.5)
+    w = critic(batch, valid, None)
+    mask = batch["loss_mask"]
+    adv, _ = gae(critic.rewards(batch), batch["values"], mask, cfg.gamma, cfg.lam)
+    a = adv[mask].double()
+    mean, std = a.mean().item(), math.sqrt(a.var(unbiased=False).item() + 1e-8)  # first update sets the moments
+    B, T, H = valid.shape
+    for b in range(B):
+        for t in range(T):
+            for k in range(H):
+                if valid[b, t, k]:
+                    expected = min(math.exp((adv[b, t + k + 1].item() - mean) / std / 0.5), 3.0)
+                    assert w[b, t, k].item() == pytest.approx(expected, rel=1e-4)
+    assert critic.moments.count == 1 and critic.moments.mean == pytest.approx(mean)
+
+
+def test_kstep_mode_and_lm_on_incorrect_switch():
+    batch, valid = make_batch(seed=2)
+    w = CriticWeight(CriticConfig(mode="kstep", lm_on_incorrect=False), reward_rate=0.5)(batch, valid, None)
+    assert torch.all(w[batch["is_correct"] == 0] == 0)
+    assert torch.all(w >= 0) and w[valid].gt(0).any()
+    delta = naive_delta(batch, 1.0)
+    b = 0  # a correct row: head 1's k-step error is the one-step δ of its target
+    for t in range(valid.shape[1]):
+        if valid[b, t, 0]:
+            assert w[b, t, 0].item() == pytest.approx(abs(delta[b, t + 1].item()), abs=1e-5)
+
+
+def test_zscore_rewards_have_mean_zero_and_unit_std_over_training_records():
+    p = 0.4
+    critic = CriticWeight(CriticConfig(reward_norm="zscore", reward_incorrect=-1.0), reward_rate=p)
+    rc, ri = critic.reward_correct, critic.reward_incorrect
+    assert p * rc + (1 - p) * ri == pytest.approx(0.0)
+    assert p * rc**2 + (1 - p) * ri**2 == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="both correct and incorrect"):
+        CriticWeight(CriticConfig(reward_norm="zscore"), reward_rate=1.0)
+
+
+def test_stage1_mc_value_loss_by_hand():
+    # one row: bos, prompt, 3 completion tokens; correct; γ=1 ⇒ every MC target is 1
+    batch = {
+        "loss_mask": torch.tensor([[False, False, True, True, True, False]]),
+        "attention_mask": torch.tensor([[True] * 5 + [False]]),
+        "is_correct": torch.tensor([1.0]),
+        "ids": ["a"],
+    }
+    values = torch.tensor([[0.1, 0.2, 0.3, 0.4, 0.9, 0.0]], requires_grad=True)
+    critic = CriticWeight(CriticConfig(), reward_rate=0.5)
+    loss = critic.value_loss(values, batch, stage=1, n_positions=3)
+    expected = ((0.2 - 1) ** 2 + (0.3 - 1) ** 2 + (0.4 - 1) ** 2) / 3  # V(s_{j−1}) for j = 2, 3, 4
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+    loss.backward()
+    assert values.grad[0, 4] == 0 and values.grad[0, 0] == 0  # V(s_last) and V(bos) … only s_1..s_3 train
+    assert values.grad[0, 1] != 0
+
+
+def test_value_clip_stops_drift_toward_the_target_beyond_the_clip():
+    batch = {
+        "loss_mask": torch.tensor([[False, True, True]]),
+        "attention_mask": torch.tensor([[True, True, True]]),
+        "is_correct": torch.tensor([1.0]),
+        "ids": ["a"],
+    }
+    critic = CriticWeight(CriticConfig(value_clip=0.1, anchor_coef=0.0, lam=1.0), reward_rate=0.5)
+    critic.anchors = {"a": torch.tensor([0.0, 0.0, 0.0])}
+    far = torch.tensor([[0.5, 0.5, 0.0]], requires_grad=True)  # 0.5 from the anchor, toward the target 1
+    critic.value_loss(far, batch, stage=2, n_positions=2).backward()
+    assert torch.all(far.grad == 0)  # the clipped term (0.1 − 1)² dominates and is flat in v
+    near = torch.tensor([[0.05, 0.05, 0.0]], requires_grad=True)
+    critic.value_loss(near, batch, stage=2, n_positions=2).backward()
+    assert torch.all(near.grad[0, :2] < 0)
+
+    critic = CriticWeight(CriticConfig(value_clip=None, anchor_coef=2.0, lam=1.0), reward_rate=0.5)
+    critic.anchors = {"a": torch.tensor([0.0, 0.0, 0.0])}
+    v = torch.tensor([[0.5, 0.5, 0.0]])
+    loss = critic.value_loss(v, batch, stage=2, n_positions=2).item()
+    assert loss == pytest.approx(((0.5 - 1) ** 2 + 2.0 * 0.5**2) * 2 / 2)
+
+
+def test_no_gradient_reaches_the_weights():
+    """With value_coef=0 the value head gets no gradient at all: the LM loss does not see through the weights."""
+    batch, _ = make_batch(seed=3, H=3)
+    del batch["values"]
+    for coef, expect_grad in ((0.0, False), (0.5, True)):
+        model = tiny_model(n_heads=3)
+        model.attach_value_head("mlp")
+        torch.nn.init.normal_(model.value_head.out[-1].weight)
+        critic = CriticWeight(CriticConfig(value_coef=coef), reward_rate=0.5)
+        _, valid = mtp_targets(batch["input_ids"], batch["loss_mask"], batch["attention_mask"], 3)
+        out = forward_backward(
+            model, batch, weight_fn=critic, wcfg=WeightingConfig(name="critic"), n_valid_step=int(valid.sum()),
+            chunk_tokens=16, critic=critic, value_positions_step=int(batch["loss_mask"].sum()),
+        )
+        assert out.weights.grad_fn is None and not out.weights.requires_grad
+        grads = [p.grad for p in model.value_head.parameters()]
+        has_grad = any(g is not None and g.abs().sum() > 0 for g in grads)
+        assert has_grad is expect_grad
+        assert model.unembed.grad is not None
+
+
+def test_evaluation_leaves_running_moments_unchanged():
+    batch, valid = make_batch(seed=4)
+    critic = CriticWeight(CriticConfig(mode="exp_adv"), reward_rate=0.5)
+    critic(batch, valid, None)
+    before = dict(critic.moments.state_dict())
+    acc = CriticEval()
+    critic.accumulate_eval(acc, batch["values"], batch)
+    result = acc.result()
+    assert critic.moments.state_dict() == before
+    assert set(result) == {"val_value_loss", "val_explained_var", "val_auc_last"}
+
+
+@pytest.mark.parametrize("kind", ["linear", "mlp", "block"])
+def test_value_head_saves_and_loads_with_the_model(tmp_path, kind):
+    from wmtp.model.checkpoints import load_model_dir, save_model_dir
+
+    model = tiny_model(n_heads=2)
+    model.attach_value_head(kind)
+    torch.nn.init.normal_(model.value_head.out[-1].weight if kind == "mlp" else model.value_head.out.weight)
+    batch, _ = make_batch(seed=5)
+    loaded = load_model_dir(save_model_dir(model, tmp_path / "m"))
+    assert loaded.value_head is not None and loaded.value_head.kind == kind
+    with torch.no_grad():
+        z, ctx = model.trunk_forward(batch["input_ids"], batch["attention_mask"])
+        z2, ctx2 = loaded.trunk_forward(batch["input_ids"], batch["attention_mask"])
+        assert torch.equal(model.values(z, ctx), loaded.values(z2, ctx2))
