@@ -1,0 +1,336 @@
+"""`wmtp report RUNS…`: compare run directories (variants × seeds) → report.md, report.html, report.json, PNGs.
+
+Reads only run directories: config.yaml, meta.json, metrics.jsonl, eval/<bench>.json, analysis/heads.json and
+model/wmtp_model.json. Each metric is shown as its mean over seeds with a 95% percentile-bootstrap interval,
+and tested against the uniform variant with the same other settings by a paired Wilcoxon signed-rank test
+(pairs: the same seed; for pass@k also the same problem).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from wmtp.analysis import plots
+from wmtp.analysis.document import Document
+from wmtp.analysis.metrics import run_metrics, target_val_loss
+from wmtp.analysis.runs import RunData, Variant, find_runs, group_variants, load_run
+from wmtp.analysis.stats import PairedTest, bootstrap_ci, paired_wilcoxon
+from wmtp.eval.passk import pass_at_k
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    key: str
+    label: str
+
+
+Metrics = dict[int, dict[str, float | None]]  # id(run) → run_metrics(run)
+
+
+def write_report(
+    paths: list[str | Path], out_dir: str | Path, *, target_loss: float | None = None, title: str = "wmtp report",
+    preface: str | None = None,
+) -> Path:
+    """Report the runs under `paths` into out_dir (report.md, report.html, report.json, figures/); returns
+    the path of report.md. `preface`: a paragraph placed first (e.g. how the runs were made)."""
+    out_dir = Path(out_dir)
+    runs = [load_run(p) for p in find_runs(paths)]
+    variants = group_variants(runs)
+    target = target_loss if target_loss is not None else target_val_loss(runs)
+    metrics: Metrics = {id(r): run_metrics(r, target_loss=target) for r in runs}
+    doc = Document(title)
+    if preface:
+        doc.paragraph(preface)
+    data: dict[str, Any] = {
+        "target_val_loss": target,
+        "variants": [{"label": v.label, "method": v.method, "seeds": v.seeds,
+                      "baseline": v.baseline.label if v.baseline else None,
+                      "runs": [str(r.path) for r in v.runs]} for v in variants],
+    }
+    doc.paragraph(_overview(variants))
+    data["results"] = _results_section(doc, variants, metrics)
+    data["efficiency"] = _efficiency_section(doc, variants, metrics, target)
+    data["stability"] = _stability_section(doc, variants, metrics)
+    _analysis_section(doc, variants, data)
+    _figures_section(doc, variants, out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "report.md").write_text(doc.markdown())
+    (out_dir / "report.html").write_text(doc.html())
+    (out_dir / "report.json").write_text(json.dumps(data, indent=1, default=_json_default))
+    return out_dir / "report.md"
+
+
+def _json_default(value: Any) -> Any:
+    return float(value) if isinstance(value, np.floating) else str(value)
+
+
+def _overview(variants: list[Variant]) -> str:
+    lines = [f"`{v.label}`: seeds {', '.join(map(str, sorted(v.seeds)))}" for v in variants]
+    return (f"{sum(len(v.runs) for v in variants)} runs in {len(variants)} variants — " + "; ".join(lines)
+            + ". Intervals: 95% percentile bootstrap of the mean over seeds (9999 resamples; none with one seed). "
+            "Tests: two-sided Wilcoxon signed-rank against the uniform variant with the same other settings, "
+            "paired by seed (and by problem for pass@k); zero differences are dropped, `n` counts pairs and "
+            "(in brackets) non-zero differences.")
+
+
+# ---- results ---------------------------------------------------------------------------------------------
+
+
+def result_specs(runs: list[RunData], metrics: Metrics) -> list[MetricSpec]:
+    """The rows of the results table that at least one run has a value for, in a fixed order."""
+    H = max(r.n_heads for r in runs)
+    specs = [MetricSpec("val_loss", "validation loss (last logged validation, mean CE over heads)")]
+    specs += [MetricSpec(f"heldout_ce_h{k}", f"held-out CE head {k} (final model, correct validation solutions)")
+              for k in range(1, H + 1)]
+    specs += [MetricSpec(f"acc_h{k}", f"top-1 accuracy head {k}") for k in range(1, H + 1)]
+    benches = sorted({key for m in metrics.values() for key in m if " " in key})  # "<bench> <summary key>"
+    specs += [MetricSpec(key, key) for key in benches]
+    return [s for s in specs if any(m.get(s.key) is not None for m in metrics.values())]
+
+
+def _results_section(doc: Document, variants: list[Variant], metrics: Metrics) -> list[dict[str, Any]]:
+    runs = [r for v in variants for r in v.runs]
+    doc.heading("Results (mean and 95% bootstrap CI over seeds; paired Wilcoxon vs uniform)")
+    headers = ["metric", "variant", "n", "mean", "95% CI", "Δ vs uniform (paired mean)", "Wilcoxon p", "W", "n pairs (≠0)"]
+    table, rows = [], []
+    for spec in result_specs(runs, metrics):
+        for v in variants:
+            by_seed = {r.seed: metrics[id(r)].get(spec.key) for r in v.runs}
+            base = None if v.baseline is None else {r.seed: metrics[id(r)].get(spec.key) for r in v.baseline.runs}
+            row = _compare(spec.label, v, by_seed, base, paired_by="seed")
+            if row is not None:
+                rows.append(row)
+            if " pass@" in spec.key:
+                problem_row = _per_problem_row(spec, v)
+                if problem_row is not None:
+                    rows.append(problem_row)
+    for row in rows:
+        table.append([row["metric"], row["variant"], str(row["n"]), _fmt(row["mean"]), _ci(row["low"], row["high"]),
+                      _fmt(row["delta"]), _fmt(row["pvalue"], 3), _fmt(row["statistic"]), row["pairs"]])
+    doc.table(headers, table)
+    unigram = [r.heads["unigram_ce"] for r in runs if r.heads and r.heads.get("unigram_ce") is not None]
+    if unigram:
+        doc.paragraph(f"Reference point: a unigram model of the training targets (add-one smoothing) has held-out CE "
+                      f"**{statistics.fmean(unigram):.4f}** nats on the same correct validation solutions.")
+    return rows
+
+
+def _compare(metric: str, v: Variant, values: dict, base: dict | None, *, paired_by: str) -> dict[str, Any] | None:
+    present = {k: x for k, x in values.items() if x is not None and math.isfinite(x)}
+    if not present:
+        return None
+    ci = bootstrap_ci(list(present.values()))
+    test: PairedTest | None = None if base is None else paired_wilcoxon(present, base, paired_by=paired_by)
+    delta = None
+    if base is not None:
+        diffs = [present[k] - base[k] for k in present if base.get(k) is not None]
+        delta = statistics.fmean(diffs) if diffs else None
+    return {
+        "metric": metric, "variant": v.label, "n": ci.n, "mean": ci.mean, "low": ci.low, "high": ci.high,
+        "delta": delta, "test": None if test is None else test.name,
+        "statistic": None if test is None else test.statistic, "pvalue": None if test is None else test.pvalue,
+        "pairs": "" if test is None else f"{test.n} ({test.n_nonzero})",
+    }
+
+
+def per_problem_pass(run: RunData, bench: str, k: int) -> dict[str, float]:
+    """problem id → pass@k of that problem in this run (unbiased estimator from its n samples, c passing)."""
+    rows = run.evals.get(bench, {}).get("per_problem", [])
+    return {p["problem_id"]: pass_at_k(p["n"], p["c"], k) for p in rows if p["n"] >= k}
+
+
+def _per_problem_row(spec: MetricSpec, v: Variant) -> dict[str, Any] | None:
+    bench, key = spec.key.split(" ", 1)
+    k = int(key.removeprefix("pass@"))
+
+    def mean_over_seeds(variant: Variant) -> dict[str, float]:
+        per_seed = [per_problem_pass(r, bench, k) for r in variant.runs]
+        problems = set.intersection(*(set(p) for p in per_seed)) if per_seed else set()
+        return {pid: statistics.fmean(p[pid] for p in per_seed) for pid in problems}
+
+    mine = mean_over_seeds(v)
+    if not mine:
+        return None
+    base = None if v.baseline is None else mean_over_seeds(v.baseline)
+    return _compare(f"{spec.label}, per problem (mean over seeds)", v, mine, base, paired_by="problem")
+
+
+# ---- efficiency and stability ----------------------------------------------------------------------------
+
+
+def _values(v: Variant, metrics: Metrics, key: str) -> list[float]:
+    return [x for x in (metrics[id(r)].get(key) for r in v.runs) if x is not None and math.isfinite(x)]
+
+
+def _mean_ci(v: Variant, metrics: Metrics, key: str, digits: int = 4) -> str:
+    ci = bootstrap_ci(_values(v, metrics, key))
+    if ci.n == 0:
+        return "—"
+    return _fmt(ci.mean, digits) + ("" if ci.n < 2 else f" {_ci(ci.low, ci.high, digits)}")
+
+
+def _efficiency_section(doc: Document, variants: list[Variant], metrics: Metrics, target: float | None) -> list[dict]:
+    doc.heading("Efficiency")
+    doc.paragraph("FLOPs per step: estimate from the model shape, 6 × multiply-accumulates per non-padding token "
+                  "(trunk blocks, one block and one unembedding per head, causal attention over the mean sequence "
+                  "length), times tokens per step; the weighting's own cost is not in it but is in the measured "
+                  "tokens/s (median over logged steps) and training time (Σ step time, validation excluded). Peak "
+                  "memory: the process's max RSS on CPU, allocator peak on CUDA. Steps to target: first validation "
+                  f"step with val loss ≤ {_fmt(target)} (the worst final val loss of all runs, unless given). Every "
+                  "method has the same steps and records per step; tokens seen differ only where the records "
+                  "do (the critic also trains on incorrect solutions).")
+    headers = ["variant", "FLOPs/step (est.)", "tokens/s", "train time (s)", "peak memory (MB)", "tokens seen",
+               "steps to target (reached/runs)"]
+    rows, out = [], []
+    for v in variants:
+        reached = _values(v, metrics, "steps_to_target")
+        entry = {k: bootstrap_ci(_values(v, metrics, k)).mean for k in
+                 ("flops_per_step", "tokens_per_s", "train_time_s", "peak_mem_mb", "tokens_seen", "steps_to_target")}
+        out.append({"variant": v.label, **entry, "reached": len(reached), "runs": len(v.runs)})
+        rows.append([v.label, _fmt(entry["flops_per_step"], 3), _mean_ci(v, metrics, "tokens_per_s", 4),
+                     _mean_ci(v, metrics, "train_time_s", 4), _mean_ci(v, metrics, "peak_mem_mb", 4),
+                     _fmt(entry["tokens_seen"], 6), f"{_fmt(entry['steps_to_target'])} ({len(reached)}/{len(v.runs)})"])
+    doc.table(headers, rows)
+    return out
+
+
+def _stability_section(doc: Document, variants: list[Variant], metrics: Metrics) -> list[dict]:
+    doc.heading("Stability")
+    doc.paragraph("Gradient norm before clipping (mean over logged steps; max over steps and seeds); weight entropy "
+                  "of the last logged step (nats, of w/Σw over the batch's valid entries); spread of the final "
+                  "validation loss across seeds (sample sd); value drift and explained variance of the critic's "
+                  "value head at the last validation (critic only).")
+    headers = ["variant", "grad norm (mean)", "grad norm (max)", "final weight entropy", "final frac w≈0",
+               "sd of final val loss over seeds", "non-finite steps", "value drift (final)", "explained var (final)"]
+    rows, out = [], []
+    for v in variants:
+        finals = _values(v, metrics, "val_loss")
+        sd = statistics.stdev(finals) if len(finals) > 1 else None
+        grad_max = _values(v, metrics, "grad_norm_max")
+        entry = {"variant": v.label, "val_loss_sd": sd, "grad_norm_max": max(grad_max) if grad_max else None}
+        entry.update({k: bootstrap_ci(_values(v, metrics, k)).mean for k in
+                      ("grad_norm_mean", "w_entropy_final", "w_frac_zero_final", "val_drift_final",
+                       "val_explained_var_final")})
+        entry["bad_steps"] = sum(_values(v, metrics, "bad_steps"))
+        out.append(entry)
+        rows.append([v.label, _mean_ci(v, metrics, "grad_norm_mean"), _fmt(entry["grad_norm_max"]),
+                     _mean_ci(v, metrics, "w_entropy_final"), _mean_ci(v, metrics, "w_frac_zero_final"), _fmt(sd),
+                     _fmt(entry["bad_steps"]), _mean_ci(v, metrics, "val_drift_final"),
+                     _mean_ci(v, metrics, "val_explained_var_final")])
+    doc.table(headers, rows)
+    return out
+
+
+# ---- analysis --------------------------------------------------------------------------------------------
+
+
+def _analysis_section(doc: Document, variants: list[Variant], data: dict[str, Any]) -> None:
+    doc.heading("Weight distributions per head (all logged histograms, seeds pooled)")
+    rows = []
+    for v in variants:
+        hists = [h for h in map(plots.aggregated_histograms, v.runs) if h is not None]
+        for k in sorted(hists[0][1]) if hists else []:
+            edges = np.array(hists[0][0])
+            counts = sum(h[1][k] for h in hists)
+            total = max(int(counts.sum()), 1)
+            rows.append([v.label, str(k), _fmt(float(counts[edges[:-1] < 0.125].sum()) / total),
+                         _fmt(float(counts[(edges[:-1] >= 0.875) & (edges[:-1] < 1.125)].sum()) / total),
+                         _fmt(float(counts[edges[:-1] >= 2].sum()) / total), str(total)])
+    doc.table(["variant", "head", "frac w < 0.125", "frac 0.875 ≤ w < 1.125", "frac w ≥ 2", "entries"], rows)
+    data["error_by_token_difficulty"] = _token_difficulty(doc, variants)
+    data["error_by_problem_difficulty"] = _problem_difficulty(doc, variants)
+
+
+def _token_difficulty(doc: Document, variants: list[Variant]) -> list[dict]:
+    doc.heading("Top-1 error rate by token difficulty (reference-model CE of the target token)")
+    found = [r.heads["difficulty"] for v in variants for r in v.runs if r.heads and "difficulty" in r.heads]
+    if not found:
+        doc.paragraph("No run has analysis/heads.json with reference-CE bins (written by `wmtp sweep` when a "
+                      "reference model is part of the sweep).")
+        return []
+    labels = found[0]["labels"]
+    rows, out = [], []
+    for v in variants:
+        diffs = [r.heads["difficulty"] for r in v.runs if r.heads and "difficulty" in r.heads]
+        for k in range(1, max(r.n_heads for r in v.runs) + 1):
+            per_bin = [[d[f"error_h{k}"][i] for d in diffs if f"error_h{k}" in d and d[f"error_h{k}"][i] is not None]
+                       for i in range(len(labels))]
+            means = [statistics.fmean(x) if x else None for x in per_bin]
+            out.append({"variant": v.label, "head": k, "error": means})
+            rows.append([v.label, str(k), *[_fmt(m) for m in means]])
+    counts = found[0].get("n_h1", [])
+    doc.table(["variant", "head", *[f"{lab} nats (n={n})" for lab, n in zip(labels, counts)]], rows)
+    return out
+
+
+def _problem_difficulty(doc: Document, variants: list[Variant]) -> list[dict]:
+    doc.heading("Failure rate by problem difficulty (1 − pass@1, mean over problems and seeds)")
+    rows, out = [], []
+    for v in variants:
+        for bench in sorted({b for r in v.runs for b in r.evals}):
+            groups: dict[str, list[float]] = {}
+            for r in v.runs:
+                for p in r.evals[bench].get("per_problem", []) if bench in r.evals else []:
+                    if p.get("difficulty") is not None and p["n"] >= 1:
+                        groups.setdefault(str(p["difficulty"]), []).append(1 - pass_at_k(p["n"], p["c"], 1))
+            for level, fails in sorted(groups.items()):
+                out.append({"variant": v.label, "bench": bench, "difficulty": level,
+                            "failure_rate": statistics.fmean(fails), "n": len(fails)})
+                rows.append([v.label, bench, level, _fmt(statistics.fmean(fails)), str(len(fails))])
+    if rows:
+        doc.table(["variant", "benchmark", "difficulty", "failure rate", "problem × seed pairs"], rows)
+    else:
+        doc.paragraph("No run has an evaluation with per-problem difficulty (eval/<bench>.json).")
+    return out
+
+
+def _figures_section(doc: Document, variants: list[Variant], out_dir: Path) -> None:
+    fig_dir = out_dir / "figures"
+    doc.heading("Figures")
+    doc.figure(plots.loss_curves(variants, fig_dir / "loss_curves.png"),
+               "Loss curves: mean over seeds, band from min to max seed", relative_to=out_dir)
+    doc.figure(plots.weight_histograms(variants, fig_dir / "weight_histograms.png"),
+               "Normalised weight distribution per head", relative_to=out_dir)
+    doc.figure(plots.metric_over_time(variants, "w_entropy", fig_dir / "weight_entropy.png",
+                                      title="weight entropy over training"),
+               "Weight entropy over time (uniform = log of the number of valid entries)", relative_to=out_dir)
+    doc.figure(plots.bars_per_head(variants, fig_dir / "head_accuracy.png", title="per-head top-1 accuracy",
+                                   ylabel="accuracy", value=lambda r, k: (r.heads or {}).get(f"acc_h{k}")),
+               "Per-head top-1 accuracy on the correct validation solutions (bars: mean, whiskers: min–max seed)",
+               relative_to=out_dir)
+    doc.figure(plots.error_by_difficulty(variants, fig_dir / "error_by_difficulty.png"),
+               "Head-1 error rate by reference CE of the target token", relative_to=out_dir)
+    drift = plots.metric_over_time(variants, "val_drift", fig_dir / "value_drift.png", kind="eval",
+                                   title="critic value drift vs the stage-1 anchor")
+    if drift is not None:
+        doc.figure(drift, "Value drift over training (critic)", relative_to=out_dir)
+
+
+# ---- formatting ------------------------------------------------------------------------------------------
+
+
+def _fmt(x: float | None, digits: int = 4) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "—"
+    if x != 0 and (abs(x) >= 1e6 or abs(x) < 1e-3):
+        return f"{x:.{max(digits - 1, 1)}e}"
+    return f"{x:.{digits}g}"
+
+
+def _ci(low: float | None, high: float | None, digits: int = 4) -> str:
+    if low is None or high is None or math.isnan(low) or math.isnan(high):
+        return "—"
+    return f"[{_fmt(low, digits)}, {_fmt(high, digits)}]"
+
+
+def report_rows(report_json: str | Path) -> list[dict[str, Any]]:
+    """The results table of a written report (report.json), e.g. for a note or a test."""
+    return json.loads(Path(report_json).read_text())["results"]
+

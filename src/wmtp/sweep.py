@@ -1,0 +1,350 @@
+"""`wmtp sweep`: methods × seeds × a grid of overrides, one run directory each, resumable, in worker processes.
+
+Layout of a sweep directory:
+    base/                           with base_steps > 0: a uniform model every run starts from (model.init_from)
+    reference/                      the Rho-1 reference (H=1, correct solutions), when a method needs it
+    <method>[-<key>=<v>…]/seed<s>/  one run; every run shares the data split (data config) and step budget
+
+Resumption: a run whose model/ exists and whose metrics reach train.max_steps is not trained again, and an
+evaluation file that exists is not recomputed; a run killed midway continues from its latest checkpoint.
+Each run is trained and then evaluated: greedy pass@1 on the test split (eval/synthetic.json, sandboxed) and
+per-head CE / accuracy / error by reference-CE bin on the correct validation solutions (analysis/heads.json).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+from wmtp.analysis.runs import HEADS_FILE
+from wmtp.config import ConfigError, RunConfig, apply_overrides, load_config, validate
+from wmtp.train.run_dir import read_metrics
+from wmtp.weighting.registry import uses_reference
+
+# Settings a method needs besides weighting.name (the critic learns from incorrect records too).
+METHOD_OVERRIDES: dict[str, tuple[str, ...]] = {"critic": ("data.train_on=all",)}
+SECTION_OF_METHOD = {"rho1": "rho1", "critic": "critic"}
+
+
+@dataclass(frozen=True)
+class SweepRun:
+    """One run of a sweep: its name (its path under the sweep directory) and its validated config."""
+
+    name: str
+    method: str
+    seed: int
+    cfg: RunConfig
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    out_dir: Path
+    base: RunConfig | None  # trained first; every run fine-tunes it
+    reference: RunConfig | None  # trained next when a method reads reference CEs
+    runs: list[SweepRun]
+
+
+def parse_seeds(text: str) -> list[int]:
+    """`5` → seeds 0..4; `3,7,11` → those seeds."""
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ConfigError(f"--seeds {text!r}: give a count (5) or a comma-separated list (0,3,7)") from None
+    if len(values) == 1 and "," not in text:
+        if values[0] < 1:
+            raise ConfigError(f"--seeds {text!r}: the count must be >= 1")
+        return list(range(values[0]))
+    if len(set(values)) != len(values) or not values:
+        raise ConfigError(f"--seeds {text!r}: seeds must be distinct and at least one")
+    return values
+
+
+def parse_grid(items: list[str]) -> dict[str, list[str]]:
+    """`key=v1,v2` items → {key: [v1, v2]} (values stay text: they are parsed as overrides)."""
+    grid: dict[str, list[str]] = {}
+    for item in items:
+        key, sep, values = item.partition("=")
+        if not sep or not key.strip() or not values.strip():
+            raise ConfigError(f"--grid {item!r} is not of the form key.sub=v1,v2")
+        grid[key.strip()] = [v.strip() for v in values.split(",") if v.strip()]
+    return grid
+
+
+def _applies(key: str, method: str, control_of: str) -> bool:
+    """A grid key under weighting.<section>. varies only the methods that use that section."""
+    for name, section in SECTION_OF_METHOD.items():
+        if key.startswith(f"weighting.{section}."):
+            return method == name or (method in ("random", "shuffled") and control_of == name)
+    return True
+
+
+def plan_sweep(
+    config: str | None,
+    overrides: list[str],
+    *,
+    out_dir: str | Path,
+    methods: list[str],
+    seeds: list[int],
+    grid: dict[str, list[str]] | None = None,
+    base_steps: int = 0,
+) -> SweepPlan:
+    """Every run's config, validated before anything is trained (a bad key fails here, naming it).
+
+    base_steps > 0: first train a uniform model (same data, H, seed of the config) for that many steps into
+    out_dir/base; every run then starts from it (`model.init_from`), as weighted training is meant to refine a
+    trained model (a critic on a random trunk learns little).
+    """
+    out_dir, grid = Path(out_dir).resolve(), grid or {}  # absolute: runs name their base and reference by path
+    if not methods:
+        raise ConfigError("--methods is empty; give e.g. uniform,critic,rho1")
+    overrides = [*overrides, "train.progress=false"]  # workers print one line per run, not bars
+    base = load_config(config, [*overrides, f"run_dir={out_dir / 'reference'}"])
+    shared = None
+    if base_steps > 0:
+        if base.model.init_from is not None or base.model.pretrained is not None:
+            raise ConfigError("--base-steps trains the model every run starts from: leave model.init_from and "
+                              "model.pretrained unset, or pass --base-steps 0")
+        shared = validate(apply_overrides(base.model_dump(mode="json"), [
+            f"run_dir={out_dir / 'base'}", f"train.max_steps={base_steps}", "weighting.name=uniform",
+            "data.train_on=correct"]))
+        overrides = [*overrides, f"model.init_from={out_dir / 'base' / 'model'}"]
+    unused = [k for k in grid if not any(_applies(k, m, base.weighting.control_of) for m in methods)]
+    if unused:
+        raise ConfigError(f"--grid {', '.join(unused)}: no method of {methods} uses it")
+    reference_dir = out_dir / "reference"
+    runs: list[SweepRun] = []
+    for seed in seeds:
+        for method in methods:
+            keys = [k for k in grid if _applies(k, method, base.weighting.control_of)]
+            for point in _product([grid[k] for k in keys]):
+                chosen = [f"{k}={v}" for k, v in zip(keys, point)]
+                name = "-".join([method, *(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in zip(keys, point))])
+                extra = [f"weighting.name={method}", *METHOD_OVERRIDES.get(method, ()), *chosen, f"seed={seed}",
+                         f"run_dir={out_dir / name / f'seed{seed}'}"]
+                cfg = load_config(config, [*overrides, *extra])
+                if uses_reference(cfg.weighting) and cfg.weighting.rho1.reference is None:
+                    cfg = validate(apply_overrides(cfg.model_dump(mode="json"),
+                                                   [f"weighting.rho1.reference={reference_dir}"]))
+                runs.append(SweepRun(f"{name}/seed{seed}", method, seed, cfg))
+    needs_reference = any(uses_reference(r.cfg.weighting) and Path(r.cfg.weighting.rho1.reference) == reference_dir
+                          for r in runs)
+    reference = None
+    if needs_reference:
+        reference = validate(apply_overrides(base.model_dump(mode="json"), [
+            "model.n_heads=1", "data.train_on=correct", "weighting.name=uniform", "weighting.head_coefs=null"]))
+    return SweepPlan(out_dir, shared, reference, runs)
+
+
+def _product(values: list[list[str]]) -> list[tuple[str, ...]]:
+    out: list[tuple[str, ...]] = [()]
+    for options in values:
+        out = [(*prefix, v) for prefix in out for v in options]
+    return out
+
+
+# ---- one run ----------------------------------------------------------------------------------------------
+
+
+def is_trained(cfg: RunConfig) -> bool:
+    """model/ written and metrics.jsonl holds the last step: nothing left to train."""
+    run_dir = Path(cfg.run_dir)
+    if not (run_dir / "model" / "model.safetensors").is_file() or not (run_dir / "metrics.jsonl").is_file():
+        return False
+    return any(r.get("kind") == "train" and r["step"] >= cfg.train.max_steps for r in read_metrics(run_dir))
+
+
+def run_one(tree: dict[str, Any], *, evaluate: bool, reference_dir: str | None, threads: int) -> dict[str, Any]:
+    """Train (or finish) one run, then evaluate what is missing. Runs in a worker process: takes and returns
+    plain data. Returns {"trained": bool, "evaluated": [files], "seconds": float, "val_loss", "pass@1"}."""
+    import torch
+
+    from wmtp.train.run import train_run
+
+    torch.set_num_threads(threads)
+    cfg = validate(tree)
+    started = time.perf_counter()
+    trained = not is_trained(cfg)
+    if trained:
+        train_run(cfg, resume=True)
+    written = _evaluate(cfg, reference_dir) if evaluate else []
+    return {"trained": trained, "evaluated": written, "seconds": time.perf_counter() - started, **_summary(cfg)}
+
+
+def _evaluate(cfg: RunConfig, reference_dir: str | None) -> list[str]:
+    """Write eval/synthetic.json (greedy pass@1 on the test split) and analysis/heads.json when missing."""
+    from wmtp.analysis.baselines import unigram_ce
+    from wmtp.analysis.heads import evaluate_heads
+    from wmtp.data.collate import encode_records
+    from wmtp.data.dataset import prepare_data
+    from wmtp.eval.benchmarks.synthetic import evaluate_synthetic
+    from wmtp.eval.evaluate import load_eval_model, write_json
+    from wmtp.eval.generate import SamplingConfig
+    from wmtp.weighting.reference import ReferenceScorer, load_reference_model, resolve_reference
+
+    run_dir = Path(cfg.run_dir)
+    if (run_dir / "eval" / "synthetic.json").is_file() and (run_dir / HEADS_FILE).is_file():
+        return []
+    model, tokenizer, _ = load_eval_model(run_dir=run_dir)
+    data = prepare_data(cfg.data)
+    written = []
+    if not (run_dir / "eval" / "synthetic.json").is_file() and data.test:
+        result = evaluate_synthetic(model, tokenizer, data.test, ks=(1,), progress=False,
+                                    sampling=SamplingConfig(temperature=0.0, n=1, max_new_tokens=128))
+        write_json(run_dir / "eval" / "synthetic.json", result)
+        written.append("eval/synthetic.json")
+    if not (run_dir / HEADS_FILE).is_file():
+        train = encode_records([r for r in data.train if r.is_correct], tokenizer, cfg.data.max_len)
+        valid = encode_records([r for r in data.valid if r.is_correct], tokenizer, cfg.data.max_len)
+        scorer = None
+        if reference_dir is not None:
+            ref_model = load_reference_model(resolve_reference(reference_dir))
+            scorer = ReferenceScorer(ref_model, chunk_tokens=cfg.train.ce_chunk_tokens)
+        heads = evaluate_heads(model, valid, pad_id=tokenizer.pad_token_id, reference=scorer)
+        heads["unigram_ce"] = unigram_ce(train, valid, model.vocab_size)  # a floor every model should beat
+        write_json(run_dir / HEADS_FILE, heads)
+        written.append(HEADS_FILE)
+    return written
+
+
+def _summary(cfg: RunConfig) -> dict[str, Any]:
+    run_dir = Path(cfg.run_dir)
+    evals = [r for r in read_metrics(run_dir) if r.get("kind") == "eval"]
+    out: dict[str, Any] = {"val_loss": evals[-1]["val_loss"] if evals else None}
+    synthetic = run_dir / "eval" / "synthetic.json"
+    if synthetic.is_file():
+        out["pass@1"] = json.loads(synthetic.read_text())["summary"].get("pass@1")
+    return out
+
+
+def _score_reference(tree: dict[str, Any], *, threads: int) -> dict[str, Any]:
+    import torch
+
+    from wmtp.train.run import score_reference
+
+    torch.set_num_threads(threads)
+    directory, done = score_reference(validate(tree))
+    return {"cache": str(directory), "computed": len(done["computed"]), "reused": len(done["skipped"])}
+
+
+# ---- the sweep --------------------------------------------------------------------------------------------
+
+
+Job = tuple[str, Callable[..., dict[str, Any]], tuple, dict[str, Any]]
+
+
+def run_sweep(
+    plan: SweepPlan,
+    *,
+    workers: int = 1,
+    evaluate: bool = True,
+    on_event: Callable[[str, str, dict[str, Any]], None] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Run the plan: data → base → reference → its CE cache → every run (train + evaluate), `workers` at a time
+    (1: in this process, in order). on_event(stage, name, info) is called as each job starts ("start"), ends
+    ("done") or fails ("failed"). Returns name → result (or {"error": message}) of every run."""
+    from wmtp.data.dataset import prepare_data
+
+    threads = max(1, (os.cpu_count() or 1) // max(workers, 1))
+    emit = on_event or (lambda *_: None)
+    for data_cfg in {r.cfg.data.model_dump_json(): r.cfg.data for r in plan.runs}.values():
+        prepare_data(data_cfg)  # once, before workers race to generate the same split
+    results: dict[str, dict[str, Any]] = {}
+    # base and reference do not depend on each other: side by side, one thread each (threads beyond the free
+    # cores spin against each other and can slow a step tenfold on a shared machine)
+    first = [(name, run_one, (cfg.model_dump(mode="json"),), {"evaluate": False, "reference_dir": None,
+                                                              "threads": threads})
+             for name, cfg in (("base", plan.base), ("reference", plan.reference)) if cfg is not None]
+    _run_jobs(first, workers=workers, emit=emit, results=results)
+    if any("error" in results[name] for name, *_ in first):
+        return results
+    reference_dir = None if plan.reference is None else str(plan.reference.run_dir)
+    if plan.reference is not None:
+        scoring = {}
+        for r in plan.runs:
+            if uses_reference(r.cfg.weighting):
+                scoring.setdefault(r.cfg.data.model_dump_json(), r.cfg.model_dump(mode="json"))
+        _run_jobs([(f"score-ref {i}", _score_reference, (tree,), {"threads": threads})
+                   for i, tree in enumerate(scoring.values())], workers=1, emit=emit, results=results)
+    jobs: list[Job] = [
+        (r.name, run_one, (r.cfg.model_dump(mode="json"),),
+         {"evaluate": evaluate, "reference_dir": reference_dir, "threads": threads})
+        for r in plan.runs
+    ]
+    _run_jobs(jobs, workers=workers, emit=emit, results=results)
+    return results
+
+
+def _run_jobs(jobs: list[Job], *, workers: int, emit: Callable, results: dict[str, dict[str, Any]]) -> None:
+    if workers <= 1 or len(jobs) <= 1:  # no process pool for a single job
+        for name, fn, args, kwargs in jobs:
+            emit("start", name, {})
+            try:
+                results[name] = fn(*args, **kwargs)
+            except Exception as err:  # noqa: BLE001 — one failed run must not stop the others; it resumes later
+                results[name] = {"error": f"{type(err).__name__}: {err}"}
+                emit("failed", name, results[name])
+                continue
+            emit("done", name, results[name])
+        return
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+        pending: dict[Future, str] = {}
+        queue = list(jobs)
+        while queue or pending:
+            while queue and len(pending) < workers:  # submit only what can start, so "start" is true
+                name, fn, args, kwargs = queue.pop(0)
+                emit("start", name, {})
+                pending[pool.submit(fn, *args, **kwargs)] = name
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                name = pending.pop(future)
+                try:
+                    results[name] = future.result()
+                except Exception as err:  # noqa: BLE001 — as above
+                    results[name] = {"error": f"{type(err).__name__}: {err}"}
+                    emit("failed", name, results[name])
+                    continue
+                emit("done", name, results[name])
+
+
+def run_sweep_with_progress(plan: SweepPlan, *, workers: int = 1, evaluate: bool = True, show: bool = True,
+                            console: Any = None) -> dict[str, dict[str, Any]]:
+    """run_sweep with a progress bar over all jobs and one line per finished run (on stderr)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    console = console or Console(stderr=True)
+    total = len(plan.runs) + (0 if plan.reference is None else 2) + (0 if plan.base is None else 1)
+    columns = (TextColumn("[bold]sweep"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("{task.description}"))
+    with Progress(*columns, console=console, disable=not show) as progress:
+        task = progress.add_task("", total=total)
+        running: set[str] = set()
+
+        def on_event(stage: str, name: str, info: dict[str, Any]) -> None:
+            if stage == "start":
+                running.add(name)
+            else:
+                running.discard(name)
+                progress.advance(task)
+                console.print(_event_line(stage, name, info), highlight=False)
+            progress.update(task, description="running: " + ", ".join(sorted(running)))
+
+        return run_sweep(plan, workers=workers, evaluate=evaluate, on_event=on_event)
+
+
+def _event_line(stage: str, name: str, info: dict[str, Any]) -> str:
+    if stage == "failed":
+        return f"[red]failed[/] {name}: {info['error']} (run the sweep again to resume it)"
+    if "cache" in info:
+        return f"done {name}: reference CE cache {info['cache']} ({info['computed']} shards scored)"
+    what = "trained" if info.get("trained") else "already trained"
+    evaluated = f", evaluated {', '.join(info['evaluated'])}" if info.get("evaluated") else ""
+    scores = ", ".join(f"{k} {info[k]:.4f}" for k in ("val_loss", "pass@1") if info.get(k) is not None)
+    return f"done {name}: {what}{evaluated} in {info['seconds']:.0f} s — {scores}"

@@ -1,0 +1,169 @@
+"""wmtp report on synthetic run directories written here: every table row present, figures non-empty,
+statistics of the rows equal to scipy's on the same numbers."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from wmtp.analysis.metrics import training_flops_per_token
+from wmtp.analysis.report import write_report
+from wmtp.analysis.runs import ReportError, find_runs
+from wmtp.config import dump_yaml, load_config
+
+H, SEEDS, STEPS = 2, (0, 1, 2, 3, 4), 40
+TRUNK = {"model_type": "llama", "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 2,
+         "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 8, "vocab_size": 50}
+PROBLEMS = [f"p{i}" for i in range(8)]
+
+
+def final_loss(method: str, seed: int) -> float:
+    return 2.0 + 0.1 * seed - (0.05 + 0.01 * seed if method == "rho1" else 0.0)
+
+
+def passed(method: str, seed: int, pid: str) -> bool:
+    i = int(pid[1:])
+    return i < 3 or (method == "rho1" and i < 5) or (seed == 1 and i == 7)
+
+
+def make_run(root, method: str, seed: int, *, overrides: tuple[str, ...] = (), name: str | None = None):
+    run = root / (name or f"{method}{''.join(o.split('=')[1] for o in overrides)}") / f"seed{seed}"
+    cfg = load_config(None, [f"seed={seed}", f"run_dir={run}", f"model.n_heads={H}", f"weighting.name={method}",
+                             "train.log_every=1", *(["weighting.rho1.reference=" + str(root / "ref")]
+                                                   if method == "rho1" else []), *overrides])
+    (run / "eval").mkdir(parents=True)
+    (run / "analysis").mkdir()
+    (run / "model").mkdir()
+    (run / "config.yaml").write_text(dump_yaml(cfg))
+    rows = []
+    for step in range(1, STEPS + 1):
+        row = {"kind": "train", "step": step, "loss": 5 - 3 * step / STEPS, "lr": 1e-3, "grad_norm": 1.0 + seed,
+               "tokens_per_s": 1000.0 + seed, "step_s": 0.5, "tokens_seen": 100 * step, "peak_mem_mb": 300.0 + seed,
+               "skipped": False, "bad_steps": 0, "w_mean": 1.0, "w_std": 0.5, "w_max": 3.0,
+               "w_entropy": 5.0 - (method == "rho1") * step / STEPS, "w_frac_zero": 0.1}
+        rows.append(row)
+        if step % 10 == 0:
+            loss = final_loss(method, seed) + (STEPS - step) / 10
+            rows.append({"kind": "eval", "step": step, "val_loss": loss,
+                         **{f"val_ce_h{k}": loss + 0.1 * k for k in range(1, H + 1)}})
+            rows.append({"kind": "weights_hist", "step": step, "edges": [0.0, 1.0, 2.0, 3.0],
+                         **{f"counts_h{k}": [k, 10, 5] for k in range(1, H + 1)}})
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    per_problem = [{"problem_id": pid, "difficulty": "easy" if int(pid[1:]) < 4 else "hard", "n": 1,
+                    "c": int(passed(method, seed, pid)), "passed": [passed(method, seed, pid)]} for pid in PROBLEMS]
+    summary = {"pass@1": float(np.mean([p["c"] for p in per_problem]))}
+    (run / "eval" / "synthetic.json").write_text(json.dumps({"summary": summary, "per_problem": per_problem}))
+    heads = {f"acc_h{k}": 0.5 - 0.1 * k + 0.01 * seed for k in range(1, H + 1)}
+    heads |= {f"ce_h{k}": final_loss(method, seed) + k for k in range(1, H + 1)}
+    heads["difficulty"] = {"edges": [0.0, 1.0], "labels": ["[0, 1)", "≥ 1"], "n_h1": [10, 20], "n_h2": [10, 20],
+                           **{f"error_h{k}": [0.1 * k, 0.5] for k in range(1, H + 1)}}
+    (run / "analysis" / "heads.json").write_text(json.dumps(heads))
+    (run / "model" / "wmtp_model.json").write_text(json.dumps(
+        {"n_heads": H, "head1_is_trunk_layer": True, "trunk_config": TRUNK}))
+    return run
+
+
+@pytest.fixture
+def report(tmp_path):
+    for seed in SEEDS:
+        make_run(tmp_path / "runs", "uniform", seed)
+        make_run(tmp_path / "runs", "rho1", seed)
+    path = write_report([tmp_path / "runs"], tmp_path / "out")
+    return path, json.loads((tmp_path / "out" / "report.json").read_text())
+
+
+def rows_of(data, metric):
+    return {r["variant"]: r for r in data["results"] if r["metric"].startswith(metric)}
+
+
+def test_every_results_row_is_present_with_scipy_statistics(report):
+    path, data = report
+    assert [v["label"] for v in data["variants"]] == ["uniform", "rho1"]
+    metrics = {r["metric"] for r in data["results"]}
+    for key in ("validation loss", "held-out CE head 1", "held-out CE head 2", "top-1 accuracy head 1",
+                "top-1 accuracy head 2", "synthetic pass@1", "synthetic pass@1, per problem"):
+        assert sum(m.startswith(key) for m in metrics) >= 1, key
+        assert set(rows_of(data, key)) == {"uniform", "rho1"}, key
+    val = rows_of(data, "validation loss")
+    rho1 = [final_loss("rho1", s) for s in SEEDS]
+    uniform = [final_loss("uniform", s) for s in SEEDS]
+    assert val["rho1"]["mean"] == pytest.approx(np.mean(rho1))
+    expected = stats.bootstrap((np.array(rho1),), np.mean, method="percentile", n_resamples=9999,
+                               rng=np.random.default_rng(0)).confidence_interval
+    assert (val["rho1"]["low"], val["rho1"]["high"]) == pytest.approx((expected.low, expected.high))
+    # paired by seed: every difference is negative, so the exact two-sided p is 2 / 2^5
+    assert val["rho1"]["pvalue"] == pytest.approx(2 / 2**5)
+    assert val["rho1"]["pvalue"] == pytest.approx(stats.wilcoxon(np.array(rho1) - np.array(uniform)).pvalue)
+    assert val["rho1"]["delta"] == pytest.approx(np.mean(np.array(rho1) - np.array(uniform)))
+    assert val["uniform"]["pvalue"] is None  # the baseline is not tested against itself
+    # pass@1 paired by problem (mean over seeds): problems 3 and 4 differ (1 vs 0, and seed 1's problem 7 is shared)
+    by_problem = rows_of(data, "synthetic pass@1, per problem")["rho1"]
+    assert by_problem["n"] == len(PROBLEMS) and by_problem["pairs"] == "8 (2)"
+    text = path.read_text()
+    for line in ("| validation loss", "| held-out CE head 2", "| top-1 accuracy head 1", "| synthetic pass@1, per problem"):
+        assert line in text, line
+    assert "Efficiency" in text and "Stability" in text and "token difficulty" in text and "problem difficulty" in text
+
+
+def test_figures_are_nonempty_pngs_linked_from_both_documents(report):
+    path, _ = report
+    out = path.parent
+    md, html = path.read_text(), (out / "report.html").read_text()
+    for name in ("loss_curves", "weight_histograms", "weight_entropy", "head_accuracy", "error_by_difficulty"):
+        png = out / "figures" / f"{name}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000, name
+        assert f"figures/{name}.png" in md and f'src="figures/{name}.png"' in html, name
+    assert "<table>" in html and html.count("<tr>") > 20
+
+
+def test_efficiency_and_stability_numbers(report):
+    _, data = report
+    eff = {r["variant"]: r for r in data["efficiency"]}
+    assert eff["uniform"]["tokens_per_s"] == pytest.approx(1002.0)
+    assert eff["uniform"]["train_time_s"] == pytest.approx(STEPS * 0.5)
+    assert eff["uniform"]["peak_mem_mb"] == pytest.approx(302.0)
+    # target = worst final val loss = uniform seed 4 (2.4): reached at step 40 by it, earlier by better runs
+    assert data["target_val_loss"] == pytest.approx(2.4)
+    assert eff["uniform"]["reached"] == 5
+    stab = {r["variant"]: r for r in data["stability"]}
+    assert stab["uniform"]["val_loss_sd"] == pytest.approx(np.std([final_loss("uniform", s) for s in SEEDS], ddof=1))
+    assert stab["rho1"]["w_entropy_final"] == pytest.approx(4.0)
+    assert stab["uniform"]["grad_norm_max"] == pytest.approx(5.0)
+
+
+def test_flops_estimate_matches_a_hand_count():
+    # blocks: 2 trunk + 2 heads − 1 shared = 3; per block: qkvo 16·8·(2·2+2·1)=768, mlp 3·16·32=1536,
+    # attention 2·2·8·(9+1)/2 = 160; unembedding 2 heads · 16·50 = 1600
+    expected = 6 * (3 * (768 + 1536 + 160) + 1600)
+    assert training_flops_per_token(TRUNK, n_heads=2, head1_is_trunk_layer=True, seq_len=9) == expected
+
+
+def test_ablation_labels_and_baselines(tmp_path):
+    for seed in (0, 1):
+        make_run(tmp_path, "uniform", seed)
+        make_run(tmp_path, "rho1", seed, overrides=("weighting.rho1.temperature=0.5",))
+        make_run(tmp_path, "rho1", seed, overrides=("weighting.rho1.temperature=2.0",))
+    write_report([tmp_path], tmp_path / "out")
+    data = json.loads((tmp_path / "out" / "report.json").read_text())
+    labels = {v["label"]: v["baseline"] for v in data["variants"]}
+    assert labels == {"uniform": None, "rho1 (rho1.temperature=0.5)": "uniform", "rho1 (rho1.temperature=2.0)": "uniform"}
+
+
+def test_references_and_bases_are_not_compared_and_duplicates_are_refused(tmp_path):
+    make_run(tmp_path, "uniform", 0)
+    ref = make_run(tmp_path, "uniform", 1)
+    ref.rename(tmp_path / "ref")
+    make_run(tmp_path, "rho1", 0)
+    assert {p.name for p in find_runs([tmp_path])} == {"seed0"}  # ref is rho1's reference
+    base = make_run(tmp_path, "uniform", 7, name="base")
+    make_run(tmp_path, "uniform", 0, overrides=(f"model.init_from={base / 'model'}",), name="tuned")
+    assert base not in find_runs([tmp_path]) and tmp_path / "tuned" / "seed0" in find_runs([tmp_path])
+    make_run(tmp_path / "again", "uniform", 0)
+    with pytest.raises(ReportError, match="several runs with seed"):
+        write_report([tmp_path], tmp_path / "out")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ReportError, match="no run directory"):
+        find_runs([tmp_path / "empty"])
