@@ -16,6 +16,8 @@ from wmtp.config import ConfigError, load_config
 app = typer.Typer(help="Weighted Multi-Token Prediction: train, evaluate and benchmark.", no_args_is_help=True)
 bench_app = typer.Typer(help="Performance benchmarks; each prints one JSON object on its last line.")
 app.add_typer(bench_app, name="bench")
+data_app = typer.Typer(help="Datasets: prepare CodeContests records, dataset statistics.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
 console = Console(stderr=True, soft_wrap=True)  # soft wrap: paths in messages stay whole
 
 ConfigOption = Annotated[
@@ -26,16 +28,20 @@ Overrides = Annotated[list[str] | None, typer.Argument(help="Dotted overrides, e
 
 def _user_errors(fn: Callable) -> Callable:
     """Turn the errors a user can fix (bad config, missing data, corrupt checkpoint) into a message + exit 2."""
+    from wmtp.analysis.runs import ReportError
     from wmtp.data.records import DataError
     from wmtp.eval.sandbox import SandboxUnavailable
     from wmtp.model.checkpoints import CheckpointError
+    from wmtp.train.memory import InsufficientMemory
     from wmtp.train.run import RunExistsError
 
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except (ConfigError, DataError, CheckpointError, RunExistsError, SandboxUnavailable) as err:
+        except (
+            ConfigError, DataError, CheckpointError, RunExistsError, SandboxUnavailable, ReportError, InsufficientMemory
+        ) as err:
             console.print(f"[bold red]error:[/] {err}", highlight=False)
             raise typer.Exit(2) from None
 
@@ -54,7 +60,27 @@ def train(
 
     cfg = load_config(config, overrides)
     run = train_run(cfg, resume=resume)
-    console.print(f"run directory: [bold]{Path(run.cfg.run_dir).resolve()}[/]")
+    if run.trainer.is_main:
+        console.print(f"run directory: [bold]{Path(run.cfg.run_dir).resolve()}[/]")
+
+
+@app.command()
+@_user_errors
+def memory(
+    overrides: Overrides = None,
+    config: ConfigOption = None,
+    world_size: Annotated[int, typer.Option(min=1, help="Devices (FSDP ranks under torchrun) of the run.")] = 1,
+    device_gib: Annotated[float | None, typer.Option(help="Memory per device (GiB) to check against.")] = None,
+) -> None:
+    """Memory estimate per device (parameters, gradients, AdamW state, activations) from the config alone: the
+    model is built on the meta device, no weights are read. Exit 2 when it exceeds --device-gib."""
+    from wmtp.train.memory import GIB, check_fits, estimate_memory, model_for_estimate
+
+    cfg = load_config(config, overrides)
+    estimate = estimate_memory(model_for_estimate(cfg), cfg, world_size=world_size)
+    print(estimate.table())
+    if device_gib is not None:
+        check_fits(estimate, available=int(device_gib * GIB), cfg=cfg)
 
 
 @app.command("score-ref")
@@ -79,15 +105,74 @@ def score_ref(overrides: Overrides = None, config: ConfigOption = None) -> None:
 def demo(
     overrides: Overrides = None,
     config: ConfigOption = None,
-    run_dir: Annotated[str, typer.Option(help="Where the demo writes its run and report.")] = "runs/demo",
+    run_dir: Annotated[str, typer.Option(help="Where the demo writes its runs and report.")] = "runs/demo",
+    methods: Annotated[str, typer.Option(help="Comma-separated weightings to compare.")] = "uniform,critic,rho1",
+    seeds: Annotated[str, typer.Option(help="Seeds per method: a count (3) or a list (0,4).")] = "3",
+    workers: Annotated[int, typer.Option(min=1, help="Runs trained at once, each in its own process.")] = 2,
+    base_steps: Annotated[int, typer.Option(min=0, help="Steps of the shared uniform base model every method "
+                                                        "fine-tunes (0: every run starts from random init).")] = 200,
+    progress: Annotated[bool, typer.Option(help="Progress bar.")] = True,
 ) -> None:
-    """The main job: embedded synthetic data → tiny uniform MTP model on CPU, then a next-token reference and a
-    Rho-1 weighted run → evaluation → report.md."""
-    from wmtp.demo import run_demo
+    """The main job: embedded synthetic data → uniform, critic and Rho-1 weighted MTP (tiny model, CPU) × seeds
+    → greedy pass@1 on the test split → report.md / report.html with confidence intervals and tests."""
+    from wmtp.demo import DemoFailed, run_demo
+    from wmtp.sweep import parse_seeds
 
-    cfg = load_config(config, [f"run_dir={run_dir}", *(overrides or [])])
-    report = run_demo(cfg)
+    try:
+        report = run_demo(config, overrides or [], run_dir=run_dir, methods=_csv(methods), seeds=parse_seeds(seeds),
+                          workers=workers, base_steps=base_steps, progress=progress)
+    except DemoFailed as err:
+        console.print(f"[bold red]error:[/] runs failed: {err}\n(run the demo again to resume them)", highlight=False)
+        raise typer.Exit(1) from None
     console.print(f"report: [bold]{report.resolve()}[/]")
+
+
+@app.command()
+@_user_errors
+def sweep(
+    overrides: Overrides = None,
+    config: ConfigOption = None,
+    out: Annotated[str, typer.Option(help="Sweep directory (one run directory per method/grid point/seed).")] = "runs/sweep",
+    methods: Annotated[str, typer.Option(help="Comma-separated weightings.")] = "uniform,critic,rho1",
+    seeds: Annotated[str, typer.Option(help="A count (5 → seeds 0..4) or a list (0,3,7).")] = "5",
+    grid: Annotated[list[str] | None, typer.Option(help="KEY=V1,V2 (repeatable): ablation values; a key under "
+                                                        "weighting.rho1./weighting.critic. varies only that method.")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Runs at once, each in its own process (1: in sequence).")] = 1,
+    base_steps: Annotated[int, typer.Option(min=0, help="First train a uniform base model this long; every run "
+                                                        "starts from it (model.init_from). 0: no base.")] = 0,
+    evaluate: Annotated[bool, typer.Option(help="Greedy pass@1 on the test split and per-head accuracy.")] = True,
+    progress: Annotated[bool, typer.Option(help="Progress bar.")] = True,
+) -> None:
+    """Methods × seeds × grid, same data split and step budget; resumable (finished runs are skipped, a killed
+    one continues from its checkpoint). Then `wmtp report OUT`."""
+    from wmtp.sweep import parse_grid, parse_seeds, plan_sweep, run_sweep_with_progress
+
+    plan = plan_sweep(config, overrides or [], out_dir=out, methods=_csv(methods), seeds=parse_seeds(seeds),
+                      grid=parse_grid(grid or []), base_steps=base_steps)
+    results = run_sweep_with_progress(plan, workers=workers, evaluate=evaluate, show=progress)
+    failed = [name for name, r in results.items() if "error" in r]
+    console.print(f"sweep: {len(results) - len(failed)} done, {len(failed)} failed -> [bold]{Path(out).resolve()}[/]")
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+@_user_errors
+def report(
+    runs: Annotated[list[Path], typer.Argument(help="Run directories, or directories holding them (a sweep).")],
+    out: Annotated[Path | None, typer.Option(help="Output directory; default: the first RUNS argument.")] = None,
+    target_loss: Annotated[float | None, typer.Option(help="Val loss of 'steps to target' (default: the worst "
+                                                          "final val loss).")] = None,
+) -> None:
+    """Compare run directories: report.md, report.html, report.json and PNG figures (reads only the runs)."""
+    from wmtp.analysis.report import write_report
+
+    path = write_report(runs, out if out is not None else runs[0], target_loss=target_loss)
+    console.print(f"report: [bold]{path.resolve()}[/] (and report.html)")
+
+
+def _csv(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
 
 
 @bench_app.command("train")
@@ -215,6 +300,20 @@ def generate_(
         console.print(f"speculative: {json.dumps(stats.to_dict())}", highlight=False)
 
 
+@app.command("export-hf")
+@_user_errors
+def export_hf(
+    run: Annotated[Path, typer.Option(help="wmtp run directory (its model/) or a model directory.")],
+    out: Annotated[Path, typer.Option(help="Output directory: config.json, model.safetensors, tokenizer files.")],
+) -> None:
+    """Write head 1 of a trained MTP model as a plain HF causal LM (AutoModelForCausalLM.from_pretrained(OUT))."""
+    from wmtp.eval.evaluate import load_eval_model
+    from wmtp.model.hf_export import export_head1
+
+    model, tokenizer, _ = load_eval_model(run_dir=run)
+    console.print(f"HF causal LM (head 1): [bold]{export_head1(model, out, tokenizer).resolve()}[/]")
+
+
 @bench_app.command("decode")
 @_user_errors
 def bench_decode(
@@ -230,6 +329,110 @@ def bench_decode(
 
     print(json.dumps(run_decode_bench(run, n_prompts=prompts, max_new_tokens=max_new_tokens, threads=threads,
                                       hf_generate=hf_generate)))
+
+
+@data_app.command("stats")
+@_user_errors
+def data_stats_cmd(
+    overrides: Overrides = None,
+    config: ConfigOption = None,
+    out: Annotated[Path | None, typer.Option(help="Where stats.json and token_lengths.png go (default: "
+                                                   "<data dir>/stats).")] = None,
+) -> None:
+    """Records, problems, correct ratio, per-difficulty/source counts and token lengths of every split of the
+    config's data (e.g. data.path=DIR), tokenised as training would; prints the JSON."""
+    from wmtp.data.stats import data_stats
+
+    stats, directory = data_stats(load_config(config, overrides).data, out)
+    console.print(f"statistics: [bold]{directory.resolve()}[/]")
+    print(json.dumps(stats))
+
+
+@data_app.command("codecontests")
+@_user_errors
+def data_codecontests(
+    out: Annotated[Path, typer.Option(help="Directory of train/valid(/test).jsonl and prepare.json.")],
+    source: Annotated[str, typer.Option(help="Hub dataset name (needs `datasets`) or a local parquet/arrow file "
+                                             "or directory.")] = "deepmind/code_contests",
+    split: Annotated[str, typer.Option(help="Split of the source that is read.")] = "train",
+    languages: Annotated[str, typer.Option(help="Comma-separated: python3, python2, cpp, java.")] = "python3",
+    max_records: Annotated[int | None, typer.Option(help="Fixed-seed subsample size (default 100000; 0 keeps all).")]
+    = 100_000,
+    max_per_problem: Annotated[int | None, typer.Option(help="At most this many correct and this many incorrect "
+                                                            "solutions per problem.")] = None,
+    valid_fraction: Annotated[float, typer.Option(help="Fraction of problems in valid.")] = 0.05,
+    test_fraction: Annotated[float, typer.Option(help="Fraction of problems in test.")] = 0.0,
+    seed: Annotated[int, typer.Option(help="Seeds the problem split and the subsample.")] = 0,
+) -> None:
+    """CodeContests → records (correct and incorrect solutions, split by problem); prints the report."""
+    from pydantic import ValidationError
+
+    from wmtp.data.codecontests import CodeContestsConfig, prepare_codecontests
+
+    try:
+        cfg = CodeContestsConfig(
+            source=source, split=split, languages=[x.strip() for x in languages.split(",") if x.strip()],
+            max_records=max_records or None, max_per_problem=max_per_problem, valid_fraction=valid_fraction,
+            test_fraction=test_fraction, seed=seed,
+        )
+    except ValidationError as err:
+        raise ConfigError(str(err)) from None
+    report = prepare_codecontests(cfg, out)
+    console.print(f"records: [bold]{out.resolve()}[/] (train with data.path={out})")
+    print(json.dumps(report))
+
+
+@app.command("label")
+@_user_errors
+def label_cmd(
+    bench: Annotated[str, typer.Option(help="synthetic, humaneval, mbpp, codecontests, gsm8k or math.")],
+    out: Annotated[Path, typer.Option(help="Output directory (records.jsonl); rerunning into it resumes.")],
+    run: Annotated[Path | None, typer.Option(help="wmtp run (or model) directory that samples.")] = None,
+    hf_model: Annotated[str | None, typer.Option(help="Or an HF causal LM (path or hub name).")] = None,
+    n: Annotated[int, typer.Option(min=1, help="Samples per problem.")] = 4,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature (0: greedy, needs --n 1).")] = 0.8,
+    top_p: Annotated[float, typer.Option(help="Nucleus sampling mass.")] = 1.0,
+    max_new_tokens: Annotated[int, typer.Option(min=1, help="Tokens generated per sample at most.")] = 256,
+    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    limit: Annotated[int | None, typer.Option(help="Only the first N problems.")] = None,
+    data_file: Annotated[Path | None, typer.Option(help="Local data of the benchmark.")] = None,
+    dataset: Annotated[str | None, typer.Option(help="Or an HF hub dataset NAME[:CONFIG] (downloads).")] = None,
+    split: Annotated[str | None, typer.Option(help="Split of --dataset.")] = None,
+    n_shot: Annotated[int | None, typer.Option(help="Few-shot examples (default: the benchmark's).")] = None,
+    fewshot_file: Annotated[Path | None, typer.Option(help="GSM8K / MATH few-shot rows.")] = None,
+    unsafe: Annotated[bool, typer.Option("--unsafe", help="Run generated code WITHOUT the bwrap sandbox.")] = False,
+    timeout: Annotated[float | None, typer.Option(help="Per-program wall seconds (default: the benchmark's).")] = None,
+    workers: Annotated[int | None, typer.Option(help="Parallel sandboxed programs (default: CPU count).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Prompts per generation batch.")] = 16,
+    chunk: Annotated[int, typer.Option(min=1, help="Problems per shard (the unit of resumption).")] = 64,
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    progress: Annotated[bool, typer.Option(help="Progress bar.")] = True,
+) -> None:
+    """Sample completions of a benchmark's problems and label each by execution in the sandbox (code) or by its
+    answer (math): records with is_correct, resumable. Prints a JSON summary."""
+    from wmtp.eval.generate import SamplingConfig
+    from wmtp.eval.label import LabelRequest, label
+
+    try:
+        if (run is None) == (hf_model is None):
+            raise ValueError("pass exactly one of --run RUN_DIR or --hf-model NAME")
+        request = LabelRequest(
+            bench=bench, sampling=SamplingConfig(temperature=temperature, top_p=top_p, n=n,
+                                                 max_new_tokens=max_new_tokens, seed=seed),
+            data_file=None if data_file is None else str(data_file), dataset=dataset, split=split, n_shot=n_shot,
+            fewshot_file=None if fewshot_file is None else str(fewshot_file), limit=limit, unsafe=unsafe,
+            timeout_s=timeout, workers=workers, batch_size=batch_size, chunk_problems=chunk, progress=progress,
+        )
+        request.eval_request()  # the checks of `wmtp eval` (greedy with n > 1, top_p, limit, data options)
+    except ValueError as err:
+        console.print(f"[bold red]error:[/] {err}", highlight=False)
+        raise typer.Exit(2) from None
+    if unsafe:
+        console.print("[bold red]warning:[/] --unsafe: generated programs run WITHOUT isolation, with your rights",
+                      highlight=False)
+    summary = label(request, out_dir=out, run_dir=run, hf_model=hf_model, device=device)
+    console.print(f"records: [bold]{summary['path']}[/]")
+    print(json.dumps(summary))
 
 
 def main() -> None:

@@ -54,6 +54,29 @@ class DataConfig(_Strict):
     train_on: Literal["correct", "all"] = Field(
         "correct", description="Which records carry LM loss: only correct solutions (uniform MTP) or all."
     )
+    pack: bool = Field(
+        False,
+        description="Pack several training records into each row of max_len tokens; attention and MTP targets "
+        "never cross a record (block-diagonal mask, positions restart per record).",
+    )
+    num_proc: int = Field(1, ge=1, description="Processes that tokenise the records (1: in this process).")
+    token_cache: bool = Field(
+        False,
+        description="Keep tokenised records in <cache_dir>/tokens, keyed by data fingerprint, tokenizer hash and "
+        "max_len, and reuse them.",
+    )
+
+
+class LoraConfig(_Strict):
+    """LoRA adapters (peft) on every block's linear layers; everything else frozen (one-GPU fine-tuning)."""
+
+    rank: int | None = Field(None, ge=1, description="Adapter rank r; None = full training (no LoRA).")
+    alpha: float = Field(16.0, gt=0, description="LoRA scaling α (the update is α/r · B·A).")
+    dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the adapter input.")
+    targets: list[str] = Field(
+        ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        description="Linear layers (by name inside each block) that receive adapters.",
+    )
 
 
 class ModelConfig(_Strict):
@@ -61,6 +84,11 @@ class ModelConfig(_Strict):
 
     pretrained: str | None = Field(
         None, description="HF model name or local path for the trunk. None: build from the fields below."
+    )
+    init_from: str | None = Field(
+        None,
+        description="A wmtp model directory (a run's model/) to start from, e.g. a shared base model that every "
+        "method fine-tunes; its heads and tokenizer must match. None: `pretrained` or a fresh init.",
     )
     n_heads: int = Field(4, ge=1, le=16, description="H, the number of prediction heads; head k predicts t+k.")
     head1_is_trunk_layer: bool = Field(
@@ -76,6 +104,7 @@ class ModelConfig(_Strict):
     tie_embeddings: bool = Field(True, description="Tie the unembedding to the input embedding.")
     rope_theta: float = Field(10000.0, gt=0, description="RoPE base.")
     init_std: float = Field(0.02, gt=0, description="Std of the normal initialisation of a model built from config.")
+    lora: LoraConfig = Field(default_factory=LoraConfig, description="Optional LoRA fine-tuning (model.lora.rank).")
 
     @model_validator(mode="after")
     def _check_heads(self) -> ModelConfig:
@@ -84,6 +113,8 @@ class ModelConfig(_Strict):
         kv = self.n_kv_heads or self.n_attn_heads
         if self.n_attn_heads % kv:
             raise ValueError(f"model.n_attn_heads={self.n_attn_heads} must be divisible by model.n_kv_heads={kv}")
+        if self.init_from is not None and self.pretrained is not None:
+            raise ValueError("set at most one of model.init_from and model.pretrained")
         if self.head1_is_trunk_layer and self.pretrained is None and self.n_layers < 2:
             raise ValueError("model.n_layers must be >= 2 when model.head1_is_trunk_layer=true")
         return self
@@ -128,18 +159,65 @@ class Rho1Config(_Strict):
     score_batch_size: int = Field(16, ge=1, description="Records per reference forward when scoring.")
 
 
+class CriticConfig(_Strict):
+    """Verifiable-critic weighting (DESIGN §7; `wmtp.weighting.critic`): value head, TD/GAE weights, two stages."""
+
+    mode: Literal["abs_td", "exp_adv", "kstep"] = Field(
+        "abs_td",
+        description="Weight of (t,k) from target token j=t+k: abs_td = |δ_j| (the proposal); exp_adv = "
+        "min(exp(Â_j/β), w_max) with Â whitened by running moments (AWR); "
+        "kstep = |r + γ^k·V(s_{t+k}) − V(s_t)|.",
+    )
+    gamma: float = Field(1.0, gt=0, le=1, description="Discount γ per token.")
+    lam: float = Field(0.95, ge=0, le=1, description="GAE λ (stage-2 advantages and value targets).")
+    reward_correct: float = Field(1.0, description="Terminal reward of a correct solution (on its last token).")
+    reward_incorrect: float = Field(0.0, description="Terminal reward of an incorrect solution (0 or −1).")
+    reward_norm: Literal["none", "zscore"] = Field(
+        "none", description="zscore: standardise terminal rewards with the training records' mean and std."
+    )
+    beta: float = Field(1.0, gt=0, description="exp_adv temperature β.")
+    w_max: float = Field(20.0, gt=0, description="exp_adv cap on a raw weight.")
+    adv_momentum: float = Field(
+        0.99, ge=0, lt=1, description="exp_adv: momentum of the running advantage mean/variance."
+    )
+    value_head: Literal["linear", "mlp", "block"] = Field(
+        "block",
+        description="Value head on the trunk output z: RMSNorm then linear, a 2-layer MLP, or a causal transformer "
+        "block (a copy of the trunk's last block) then linear, which can pool evidence over the prefix.",
+    )
+    lr: float = Field(1e-3, gt=0, description="Value-head learning rate (stage 2 follows the main schedule's shape).")
+    pretrain_epochs: float = Field(0.5, ge=0, description="Stage 1 (critic pre-training) length in epochs.")
+    pretrain_target: Literal["mc", "lambda"] = Field(
+        "mc", description="Stage-1 value targets: Monte-Carlo returns or λ-returns."
+    )
+    pretrain_trunk_lr_scale: float = Field(
+        0.0, ge=0, description="Stage-1 trunk learning rate as a fraction of optim.lr (0 = trunk frozen)."
+    )
+    value_coef: float = Field(0.5, ge=0, description="Stage-2 weight of the value loss added to the MTP loss.")
+    value_clip: float | None = Field(
+        None, gt=0, description="Drift control: clip V within ±value_clip of the stage-1 critic (PPO-style)."
+    )
+    anchor_coef: float = Field(
+        0.1, ge=0, description="Drift control: coefficient of the MSE between V and the frozen stage-1 critic."
+    )
+    lm_on_incorrect: bool = Field(
+        True, description="Incorrect records carry LM loss (with their weights); false: weight 0 on them."
+    )
+
+
 class WeightingConfig(_Strict):
     """How per-(t,k) weights are chosen and normalised (DESIGN §6–§7)."""
 
-    name: Literal["uniform", "rho1", "random", "shuffled"] = Field(
+    name: Literal["uniform", "rho1", "critic", "random", "shuffled"] = Field(
         "uniform",
         description="Weight function. random / shuffled are controls of `control_of`: its weights drawn i.i.d. "
         "from their empirical distribution, or permuted, among the batch's valid entries.",
     )
-    control_of: Literal["rho1"] = Field(
+    control_of: Literal["rho1", "critic"] = Field(
         "rho1", description="The method whose weights the random / shuffled controls resample."
     )
     rho1: Rho1Config = Field(default_factory=Rho1Config, description="Settings of the rho1 weighting.")
+    critic: CriticConfig = Field(default_factory=CriticConfig, description="Settings of the critic weighting.")
     normalize: Literal["mean", "per_position"] = Field(
         "mean",
         description="mean: mean weight over valid entries of the batch is 1; per_position: Σ_k w[t,k] equals "
@@ -189,6 +267,25 @@ class TrainConfig(_Strict):
     keep_checkpoints: int = Field(2, ge=1, description="Checkpoints kept on disk (oldest removed first).")
     max_bad_steps: int = Field(10, ge=0, description="Stop after this many non-finite losses (each is skipped).")
     progress: bool = Field(True, description="Show a rich progress bar.")
+    activation_checkpointing: bool = Field(
+        False, description="Recompute each block's activations in the backward instead of storing them."
+    )
+    check_memory: bool = Field(
+        True, description="Refuse to train when the memory estimate exceeds the device memory (see `wmtp memory`)."
+    )
+    device_memory_gb: float | None = Field(
+        None, gt=0, description="Device memory (GiB) the estimate is checked against; None = the device's own (GPU "
+        "memory, or RAM on CPU)."
+    )
+
+
+class DistributedConfig(_Strict):
+    """Training under torchrun (world size > 1): FSDP2 per block and head (wmtp.train.distributed)."""
+
+    param_dtype: Literal["fp32", "bf16"] = Field(
+        "fp32", description="FSDP compute dtype of blocks and heads (bf16: MixedPrecisionPolicy, fp32 gradient reduce)."
+    )
+    backend: Literal["auto", "gloo", "nccl"] = Field("auto", description="Process-group backend; auto: nccl on GPUs.")
 
 
 class RunConfig(_Strict):
@@ -201,6 +298,7 @@ class RunConfig(_Strict):
     weighting: WeightingConfig = Field(default_factory=WeightingConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    distributed: DistributedConfig = Field(default_factory=DistributedConfig)
 
     @model_validator(mode="after")
     def _check_cross(self) -> RunConfig:
@@ -209,10 +307,24 @@ class RunConfig(_Strict):
             raise ValueError(
                 f"weighting.head_coefs has {len(coefs)} entries but model.n_heads={self.model.n_heads}"
             )
+        critic = self.weighting.name == "critic" or (
+            self.weighting.name in ("random", "shuffled") and self.weighting.control_of == "critic"
+        )
+        if critic and self.data.train_on != "all":
+            raise ValueError(
+                f"weighting.name={self.weighting.name} (critic) learns from correct and incorrect records: "
+                f"set data.train_on=all (got {self.data.train_on!r})"
+            )
+        if self.data.pack and critic:
+            raise ValueError(f"data.pack=true cannot be used with weighting.name={self.weighting.name} (critic): the "
+                             "critic needs one record (one reward) per row; set data.pack=false")
+        if self.data.pack and self.weighting.name != "uniform" and self.weighting.rho1.ref_on_the_fly:
+            raise ValueError("data.pack=true needs the cached reference CE (wmtp score-ref): the on-the-fly "
+                             "reference would attend across packed records; set weighting.rho1.ref_on_the_fly=false")
         return self
 
 
-PRESETS = ("tiny",)
+PRESETS = ("tiny", "1b", "7b-fsdp")
 
 
 def preset_path(name: str) -> Path:

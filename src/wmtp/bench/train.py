@@ -208,11 +208,16 @@ def measure_variant(params: dict[str, Any]) -> dict[str, Any]:
     cfg = _model_config(d_model=params["d_model"], n_layers=params["n_layers"], n_heads=params["n_heads"],
                         seq=params["seq"])  # fmt: skip
     model = MTPModel.from_config(cfg, vocab_size=params["vocab"], pad_id=0, bos_id=1, eos_id=2).train()
+    if params["weighting"] == "critic":
+        from wmtp.config import CriticConfig
+
+        model.attach_value_head(CriticConfig().value_head)  # the default head (a transformer block)
     optimizer = build_optimizer(model, OptimConfig())
     B, T = params["batch"], params["seq"]
     ids = torch.randint(0, params["vocab"], (B, T))
     batch = {"input_ids": ids, "loss_mask": torch.ones(B, T, dtype=torch.bool),
-             "attention_mask": torch.ones(B, T, dtype=torch.bool)}  # fmt: skip
+             "attention_mask": torch.ones(B, T, dtype=torch.bool),
+             "is_correct": (torch.arange(B) % 2).float()}  # fmt: skip
     if params["weighting"] == "rho1":
         # a cached reference: its CE of each token is just another batch tensor during the step
         batch["ref_ce"] = torch.rand(B, T) * 4
@@ -280,7 +285,8 @@ def _tensor_peak_mb(model, optimizer, forward_backward_fn) -> float | None:
 
 
 def _weight_fn(name: str):
-    """The WeightFn of `weighting.name` with its default settings (rho1 reads the batch's ref_ce)."""
+    """The WeightFn of `weighting.name` with its default settings (rho1 reads the batch's ref_ce; the critic's
+    value loss joins the step as in stage 2, without an anchor)."""
     from wmtp.config import WeightingConfig
     from wmtp.weighting.registry import build_weight_fn
 
@@ -290,11 +296,13 @@ def _weight_fn(name: str):
 def _ours_step(model, batch, weight_fn) -> float:
     """forward_backward: Meta's sequential per-head backward, fused chunked CE."""
     from wmtp.config import WeightingConfig
+    from wmtp.train.critic_stage import critic_of
     from wmtp.train.step import batch_targets, forward_backward
 
     _, valid = batch_targets(batch, model.n_heads)
     result = forward_backward(model, batch, weight_fn=weight_fn, wcfg=WeightingConfig(),
-                              n_valid_step=int(valid.sum()), chunk_tokens=_chunk_tokens())  # fmt: skip
+                              n_valid_step=int(valid.sum()), chunk_tokens=_chunk_tokens(),
+                              critic=critic_of(weight_fn), value_positions_step=int(batch["loss_mask"].sum()))  # fmt: skip
     return result.loss
 
 

@@ -33,6 +33,7 @@ def model_meta(model: MTPModel) -> dict:
         "n_heads": model.n_heads,
         "head1_is_trunk_layer": model.head1_is_trunk_layer,
         "trunk_config": model.trunk.config.to_dict(),
+        "value_head": model.value_head.spec() if model.value_head is not None else None,
     }
 
 
@@ -47,7 +48,10 @@ def build_from_meta(meta: dict) -> MTPModel:
     trunk_cfg = dict(meta["trunk_config"])
     config = AutoConfig.for_model(trunk_cfg.pop("model_type"), **trunk_cfg)
     trunk = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa")
-    return MTPModel.from_trunk(trunk, n_heads=meta["n_heads"], head1_is_trunk_layer=meta["head1_is_trunk_layer"])
+    model = MTPModel.from_trunk(trunk, n_heads=meta["n_heads"], head1_is_trunk_layer=meta["head1_is_trunk_layer"])
+    if meta.get("value_head") is not None:
+        model.attach_value_head(meta["value_head"]["kind"])
+    return model
 
 
 def load_model_weights(model: nn.Module, path: Path) -> None:

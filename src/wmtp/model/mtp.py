@@ -19,6 +19,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
 from transformers.masking_utils import create_causal_mask
 
 from wmtp.config import ModelConfig
+from wmtp.model.value_head import ValueHead
 
 SUPPORTED_TRUNKS = ("llama", "mistral", "qwen2", "qwen3")
 
@@ -30,6 +31,22 @@ class TrunkContext:
     mask: Tensor | None
     position_embeddings: tuple[Tensor, Tensor]
     position_ids: Tensor
+
+
+def packed_positions_and_mask(segment_ids: Tensor) -> tuple[Tensor, Tensor]:
+    """Positions Long[B,T] (index within the record) and the attention mask Bool[B,1,T,T] of packed rows.
+
+    mask[b,0,q,k] = (k <= q) & (segment_ids[b,q] == segment_ids[b,k]). Padding (id -1) is its own segment,
+    so no query row is empty (an empty row would make sdpa return NaN).
+    """
+    B, T = segment_ids.shape
+    idx = torch.arange(T, device=segment_ids.device)
+    same = segment_ids[:, :, None] == segment_ids[:, None, :]  # [B,T,T]
+    mask = same & (idx[None, :, None] >= idx[None, None, :])
+    starts = torch.ones_like(segment_ids, dtype=torch.bool)
+    starts[:, 1:] = segment_ids[:, 1:] != segment_ids[:, :-1]  # first token of each record
+    start_pos = torch.cummax(torch.where(starts, idx, 0), dim=1).values  # [B,T]: where this token's record starts
+    return idx[None] - start_pos, mask[:, None]
 
 
 class MTPModel(nn.Module):
@@ -46,6 +63,22 @@ class MTPModel(nn.Module):
         self.n_heads = len(heads) + int(head1_is_trunk_layer)
         if self.n_heads < 1:
             raise ValueError("an MTPModel needs at least one head")
+        self.value_head: ValueHead | None = None  # the critic's V(s_t); see attach_value_head
+
+    def attach_value_head(self, kind: str) -> ValueHead:
+        """Add the critic's value head on the trunk output z (saved and loaded with the model); a `block` head
+        starts as a copy of the trunk's last block."""
+        block = copy.deepcopy(self.decoder.layers[-1]) if kind == "block" else None
+        self.value_head = ValueHead(self.trunk.config.hidden_size, kind=kind, block=block)
+        return self.value_head
+
+    def values(self, z: Tensor, ctx: TrunkContext) -> Tensor:
+        """The critic's V(s_t): Float[B,T] from the trunk output z [B,T,D]."""
+        if self.value_head is None:
+            raise ValueError("this model has no value head (MTPModel.attach_value_head)")
+        if self.value_head.block is not None:
+            z = self._run_block(self.value_head.block, z, ctx)
+        return self.value_head(z)
 
     # ---- construction -------------------------------------------------------------------------
 
@@ -126,18 +159,28 @@ class MTPModel(nn.Module):
 
     # ---- forward ------------------------------------------------------------------------------
 
-    def trunk_forward(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> tuple[Tensor, TrunkContext]:
-        """z: [B,T,D], the shared representation, and the context every head block needs."""
+    def trunk_forward(
+        self, input_ids: Tensor, attention_mask: Tensor | None = None, segment_ids: Tensor | None = None
+    ) -> tuple[Tensor, TrunkContext]:
+        """z: [B,T,D], the shared representation, and the context every head block needs.
+
+        segment_ids (optional Long[B,T]): packed rows, one id per record (padding: -1). Attention is then
+        block-diagonal ∧ causal and positions restart at 0 in every record, so each record is computed as if
+        it were alone in its row.
+        """
         decoder = self.decoder
         x = decoder.embed_tokens(input_ids)
-        position_ids = torch.arange(input_ids.shape[1], device=input_ids.device)[None]
-        mask = create_causal_mask(
-            config=decoder.config,
-            inputs_embeds=x,
-            attention_mask=None if attention_mask is None else attention_mask.long(),
-            cache=None,
-            position_ids=position_ids,
-        )
+        if segment_ids is not None:
+            position_ids, mask = packed_positions_and_mask(segment_ids)
+        else:
+            position_ids = torch.arange(input_ids.shape[1], device=input_ids.device)[None]
+            mask = create_causal_mask(
+                config=decoder.config,
+                inputs_embeds=x,
+                attention_mask=None if attention_mask is None else attention_mask.long(),
+                cache=None,
+                position_ids=position_ids,
+            )
         ctx = TrunkContext(mask, decoder.rotary_emb(x, position_ids=position_ids), position_ids)
         for block in self.shared_blocks():
             x = self._run_block(block, x, ctx)
@@ -166,4 +209,5 @@ class MTPModel(nn.Module):
         return {
             "trunk": sum(p.numel() for p in self.trunk.parameters()),
             "extra_heads": sum(p.numel() for p in self.heads.parameters()),
+            "value_head": 0 if self.value_head is None else sum(p.numel() for p in self.value_head.parameters()),
         }

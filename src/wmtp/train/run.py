@@ -10,10 +10,17 @@ import numpy as np
 import torch
 
 from wmtp.config import ConfigError, RunConfig
-from wmtp.data.collate import EncodedRecord, encode_records
+from wmtp.data.collate import EncodedRecord, pack_records
 from wmtp.data.dataset import PreparedData, prepare_data
-from wmtp.model.checkpoints import save_model_dir
+from wmtp.data.records import DataError
+from wmtp.data.token_cache import encode_cached
+from wmtp.data.tokenizer import check_same_tokenizer, load_tokenizer
+from wmtp.model.checkpoints import load_model_dir, save_model_dir
+from wmtp.model.lora import apply_lora, merge_lora
+from wmtp.model.meta_checkpoint import is_meta_checkpoint, load_meta_checkpoint
 from wmtp.model.mtp import MTPModel
+from wmtp.train.distributed import save_model_dir_gathered, teardown, world_size_from_env
+from wmtp.train.memory import report_memory
 from wmtp.train.run_dir import write_run_files
 from wmtp.train.trainer import Trainer, resolve_device
 from wmtp.weighting.ref_cache import CacheKey, attach_ref_ce, cache_dir, encoded_fingerprint, read_cache, write_cache
@@ -26,7 +33,7 @@ from wmtp.weighting.reference import (
     reference_tokenizer,
     resolve_reference,
 )
-from wmtp.weighting.registry import build_weight_fn, uses_reference
+from wmtp.weighting.registry import build_weight_fn, uses_critic, uses_reference
 
 
 class RunExistsError(FileExistsError):
@@ -40,7 +47,15 @@ def seed_everything(seed: int) -> None:
 
 
 def build_model(cfg: RunConfig, tokenizer) -> MTPModel:
-    """From config (random init, seeded) or from a pretrained trunk (`model.pretrained`)."""
+    """From config (random init, seeded), from a trained wmtp model (`model.init_from`) or from a pretrained
+    HF trunk (`model.pretrained`)."""
+    if cfg.model.init_from is not None:
+        return _init_from(cfg, tokenizer)
+    if cfg.model.pretrained is not None and is_meta_checkpoint(cfg.model.pretrained):
+        if not cfg.model.head1_is_trunk_layer:
+            raise ConfigError("a Meta multi-token checkpoint has head 1 as its last trunk layer: set "
+                              "model.head1_is_trunk_layer=true")
+        return load_meta_checkpoint(cfg.model.pretrained, n_heads=cfg.model.n_heads)
     if cfg.model.pretrained is not None:
         return MTPModel.from_pretrained_trunk(
             cfg.model.pretrained, n_heads=cfg.model.n_heads, head1_is_trunk_layer=cfg.model.head1_is_trunk_layer
@@ -52,6 +67,38 @@ def build_model(cfg: RunConfig, tokenizer) -> MTPModel:
         bos_id=tokenizer.bos_token_id,
         eos_id=tokenizer.eos_token_id,
     )
+
+
+def _init_from(cfg: RunConfig, tokenizer) -> MTPModel:
+    """A wmtp model directory as the starting point: same heads, same tokenizer; a saved value head is dropped
+    (a critic run attaches a fresh one)."""
+    directory = Path(cfg.model.init_from)
+    model = load_model_dir(directory)
+    if model.n_heads != cfg.model.n_heads or model.head1_is_trunk_layer != cfg.model.head1_is_trunk_layer:
+        raise ConfigError(
+            f"model.init_from={directory} has n_heads={model.n_heads}, head1_is_trunk_layer="
+            f"{model.head1_is_trunk_layer}; the config asks for {cfg.model.n_heads}, {cfg.model.head1_is_trunk_layer}"
+        )
+    if not (directory / "tokenizer").is_dir():
+        raise ConfigError(f"model.init_from={directory} has no tokenizer/ directory to check against the data's")
+    try:
+        check_same_tokenizer(tokenizer, load_tokenizer(directory / "tokenizer"))
+    except ValueError as err:
+        raise ConfigError(f"model.init_from={directory}: {err}") from None
+    model.value_head = None
+    return model
+
+
+def encode_split(cfg: RunConfig, data: PreparedData, records: list) -> list[EncodedRecord]:
+    """Tokenise one split (in cfg.data.num_proc processes; through the token cache when cfg.data.token_cache)."""
+    encoded = encode_cached(
+        records, data.tokenizer, cfg.data.max_len, tokenizer_hash=data.tokenizer_hash, num_proc=cfg.data.num_proc,
+        cache_dir=cfg.data.cache_dir if cfg.data.token_cache else None,
+    )
+    if records and not encoded:
+        raise DataError(f"none of the {len(records)} records of {data.data_dir} keeps a completion token within "
+                        f"data.max_len={cfg.data.max_len}; raise data.max_len")
+    return encoded
 
 
 # ---- the Rho-1 reference -------------------------------------------------------------------------------
@@ -82,8 +129,7 @@ def reference_cache_key(
 def score_reference(cfg: RunConfig) -> tuple[Path, dict[str, list[int]]]:
     """`wmtp score-ref`: write (or complete) the reference-CE cache of cfg's train + valid records."""
     data = prepare_data(cfg.data)
-    records = encode_records(data.train, data.tokenizer, cfg.data.max_len)
-    records += encode_records(data.valid, data.tokenizer, cfg.data.max_len)
+    records = encode_split(cfg, data, data.train) + encode_split(cfg, data, data.valid)
     source = _reference_source(cfg, data)
     directory, key = reference_cache_key(cfg, data, records, source)
     scorer = ReferenceScorer(
@@ -134,15 +180,25 @@ def build_run(cfg: RunConfig, *, resume: bool = False) -> Run:
     seed_everything(cfg.seed)
     data = prepare_data(cfg.data)
     model = build_model(cfg, data.tokenizer)
-    train = encode_records(data.train, data.tokenizer, cfg.data.max_len)
-    valid = encode_records(data.valid, data.tokenizer, cfg.data.max_len)
+    if cfg.model.lora.rank is not None:  # before the value head, which trains fully
+        if world_size_from_env() > 1:
+            raise ConfigError("model.lora is for single-device runs; under torchrun FSDP trains all parameters")
+        apply_lora(model, cfg.model.lora)
+    if uses_critic(cfg.weighting):
+        model.attach_value_head(cfg.weighting.critic.value_head)
+    report_memory(model, cfg, world_size=world_size_from_env(), device=resolve_device(cfg.train.device))
+    train, valid = encode_split(cfg, data, data.train), encode_split(cfg, data, data.valid)
     scorer, reference = None, {}
     if uses_reference(cfg.weighting):
         train, valid, scorer, reference = _with_reference(cfg, data, train, valid)
+    if cfg.data.pack:  # after the reference CE is attached: packing concatenates it with the tokens
+        train = pack_records(train, cfg.data.max_len)
     trainer = Trainer(
         cfg,
         model=model,
-        weight_fn=build_weight_fn(cfg.weighting, seed=cfg.seed, scorer=scorer),
+        weight_fn=build_weight_fn(
+            cfg.weighting, seed=cfg.seed, scorer=scorer, reward_rate=sum(r.is_correct for r in train) / len(train)
+        ),
         train_data=train,
         valid_data=valid,
         pad_id=data.tokenizer.pad_token_id,
@@ -150,18 +206,19 @@ def build_run(cfg: RunConfig, *, resume: bool = False) -> Run:
     )
     if resume:
         trainer.resume()
-    write_run_files(
-        run_dir,
-        cfg,
-        data_fingerprint=data.fingerprint,
-        tokenizer_hash=data.tokenizer_hash,
-        data_dir=str(data.data_dir),
-        n_train_records=len(train),
-        n_valid_records=len(valid),
-        n_params=model.n_params(),
-        **({"reference": reference} if reference else {}),
-    )
-    data.tokenizer.save_pretrained(str(run_dir / "tokenizer"))
+    if trainer.is_main:  # under torchrun, rank 0 alone writes the run directory
+        write_run_files(
+            run_dir,
+            cfg,
+            data_fingerprint=data.fingerprint,
+            tokenizer_hash=data.tokenizer_hash,
+            data_dir=str(data.data_dir),
+            n_train_records=len(train),
+            n_valid_records=len(valid),
+            n_params=model.n_params(),
+            **({"reference": reference} if reference else {}),
+        )
+        data.tokenizer.save_pretrained(str(run_dir / "tokenizer"))
     return Run(cfg, data, trainer)
 
 
@@ -169,5 +226,12 @@ def train_run(cfg: RunConfig, *, resume: bool = False) -> Run:
     """Train to cfg.train.max_steps and save the final model into run_dir/model."""
     run = build_run(cfg, resume=resume)
     run.trainer.train()
-    save_model_dir(run.trainer.model, Path(cfg.run_dir) / "model", run.data.tokenizer)
+    model_dir = Path(cfg.run_dir) / "model"
+    if run.trainer.dist is not None:
+        save_model_dir_gathered(run.trainer.dist, run.trainer.model, model_dir, run.data.tokenizer)
+        teardown()
+    else:
+        if cfg.model.lora.rank is not None:
+            merge_lora(run.trainer.model)  # the final model is a plain MTPModel
+        save_model_dir(run.trainer.model, model_dir, run.data.tokenizer)
     return run

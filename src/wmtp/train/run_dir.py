@@ -52,19 +52,29 @@ def write_run_files(run_dir: Path, cfg: RunConfig, *, data_fingerprint: str, tok
 
 
 class MetricsLog:
-    """Append-only metrics.jsonl; `truncate_after(step)` drops rows a resumed run will write again."""
+    """Append-only metrics.jsonl; `truncate_after` drops rows a resumed run will write again.
+    enabled=False (ranks other than 0 under torchrun): writes nothing."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, *, enabled: bool = True):
         self.path = path
+        self.enabled = enabled
 
     def write(self, row: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
         with self.path.open("a") as f:
             f.write(json.dumps(row) + "\n")
 
-    def truncate_after(self, step: int) -> None:
-        if not self.path.exists():
+    def truncate_after(self, step: int, *, stage1_step: int | None = None) -> None:
+        """Keep rows up to `step`; critic pre-training rows (kind critic_*) up to `stage1_step` instead."""
+        if not self.enabled or not self.path.exists():
             return
-        rows = [line for line in self.path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+
+        def keep(row: dict[str, Any]) -> bool:
+            stage1 = str(row.get("kind", "")).startswith("critic_")
+            return row["step"] <= (stage1_step if stage1 and stage1_step is not None else step)
+
+        rows = [line for line in self.path.read_text().splitlines() if line and keep(json.loads(line))]
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text("".join(r + "\n" for r in rows))
         tmp.replace(self.path)

@@ -64,10 +64,12 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer,
     trainer_state: dict[str, Any],
     keep: int,
+    name_step: int | None = None,
 ) -> Path:
-    """Write step_{step:06d} atomically, point `latest` at it, keep the newest `keep` checkpoints."""
+    """Write step_{name_step:06d} atomically, point `latest` at it, keep the newest `keep` checkpoints.
+    name_step: optimizer steps so far (default trainer_state["step"]; the critic's stage 1 counts too)."""
     checkpoints_dir.mkdir(parents=True, exist_ok=True)
-    final = checkpoints_dir / f"step_{trainer_state['step']:06d}"
+    final = checkpoints_dir / f"step_{trainer_state['step'] if name_step is None else name_step:06d}"
     tmp = checkpoints_dir / f".tmp-{final.name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()

@@ -19,6 +19,7 @@ from wmtp.config import WeightingConfig
 from wmtp.model.loss import linear_ce, mtp_targets, weighted_linear_ce
 from wmtp.model.mtp import MTPModel, TrunkContext
 from wmtp.weighting.base import WeightFn, normalize_weights
+from wmtp.weighting.critic import CriticWeight
 
 
 @dataclass
@@ -30,10 +31,12 @@ class StepResult:
     ce: Tensor
     weights: Tensor
     valid: Tensor
+    value_loss: float | None = None
 
 
 def batch_targets(batch: dict[str, Any], n_heads: int) -> tuple[Tensor, Tensor]:
-    return mtp_targets(batch["input_ids"], batch["loss_mask"], batch["attention_mask"], n_heads)
+    return mtp_targets(batch["input_ids"], batch["loss_mask"], batch["attention_mask"], n_heads,
+                       segment_ids=batch.get("segment_ids"))
 
 
 def heads_ce(
@@ -60,6 +63,8 @@ def forward_backward(
     autocast: AbstractContextManager | None = None,
     raw_weights: Tensor | None = None,
     weight_total_step: float | None = None,
+    critic: CriticWeight | None = None,
+    value_positions_step: int = 0,
 ) -> StepResult:
     """Accumulate ∂/∂θ of Σ_valid w·ce·λ_k / n_valid_step into .grad for this micro-batch.
 
@@ -68,11 +73,19 @@ def forward_backward(
     each one's `raw_weights` (from `raw_step_weights`) and their valid sum over the step,
     `weight_total_step`, so that `mean` normalisation is over the whole step; otherwise the weights
     are computed here, sharing the trunk forward.
+
+    With a `critic`, the value head runs on the same (detached) trunk output: its detached values feed the
+    weights (`batch["values"]`), and its value loss · value_coef / value_positions_step joins the backward.
     """
     amp = autocast or nullcontext()
     targets, valid = batch_targets(batch, model.n_heads)
     with amp:
-        z, ctx = model.trunk_forward(batch["input_ids"], batch["attention_mask"])
+        z, ctx = model.trunk_forward(batch["input_ids"], batch["attention_mask"], batch.get("segment_ids"))
+    z_detached = z.detach().requires_grad_()
+    values = None
+    if critic is not None:
+        values = model.values(z_detached, ctx)  # [B,T], graph into the value head and z'
+        batch = {**batch, "values": values.detach()}
     if raw_weights is None:
         ce_first = None
         if weight_fn.needs_ce:
@@ -87,7 +100,6 @@ def forward_backward(
     if wcfg.head_coefs is not None:
         coef = coef * torch.tensor(wcfg.head_coefs, dtype=coef.dtype, device=coef.device)
 
-    z_detached = z.detach().requires_grad_()
     unembed = model.unembed
     # One [V,D] buffer collects every head's unembedding gradient: autograd would hold a fresh one per head.
     unembed_grad = torch.zeros(unembed.shape, dtype=torch.float32, device=unembed.device)
@@ -111,14 +123,19 @@ def forward_backward(
         ce[..., k - 1][sel] = ce_k
         total += loss_k.item()
         any_head = True
+    value_loss = None
+    if critic is not None:
+        v_loss = critic.value_loss(values, batch, stage=2, n_positions=value_positions_step)
+        (critic.cfg.value_coef * v_loss).backward()
+        value_loss = v_loss.item()
     if z_detached.grad is not None:
         z.backward(z_detached.grad)
-    if any_head:
+    if any_head and unembed.requires_grad:  # frozen under LoRA
         if unembed.grad is None:
             unembed.grad = unembed_grad.to(unembed.dtype)
         else:
             unembed.grad.add_(unembed_grad)
-    return StepResult(loss=total, ce=ce, weights=weights, valid=valid)
+    return StepResult(loss=total, ce=ce, weights=weights, valid=valid, value_loss=value_loss)
 
 
 @torch.no_grad()
@@ -131,10 +148,17 @@ def raw_step_weights(
     autocast: AbstractContextManager | None = None,
 ) -> Tensor:
     """The WeightFn's raw weights Float[B,T,H] for one micro-batch, computed before any backward of the step
-    (a no-grad forward of every head when the WeightFn reads the CE)."""
-    ce, valid = None, batch_targets(batch, model.n_heads)[1]
-    if weight_fn.needs_ce:
-        ce, valid = evaluate_ce(model, batch, chunk_tokens=chunk_tokens, autocast=autocast)
+    (a no-grad forward of every head when the WeightFn reads the CE, of the value head when it reads values)."""
+    targets, valid = batch_targets(batch, model.n_heads)
+    needs_values = getattr(weight_fn, "needs_values", False)
+    ce = None
+    if weight_fn.needs_ce or needs_values:
+        with autocast or nullcontext():
+            z, ctx = model.trunk_forward(batch["input_ids"], batch["attention_mask"], batch.get("segment_ids"))
+            if weight_fn.needs_ce:
+                ce = heads_ce(model, z, ctx, targets, valid, chunk_tokens=chunk_tokens)
+        if needs_values:
+            batch = {**batch, "values": model.values(z, ctx)}
     return weight_fn(batch, valid, ce).detach()
 
 
@@ -145,7 +169,7 @@ def evaluate_ce(
     """(ce Float[B,T,H], valid Bool[B,T,H]) without touching gradients or any state."""
     targets, valid = batch_targets(batch, model.n_heads)
     with autocast or nullcontext():
-        z, ctx = model.trunk_forward(batch["input_ids"], batch["attention_mask"])
+        z, ctx = model.trunk_forward(batch["input_ids"], batch["attention_mask"], batch.get("segment_ids"))
         return heads_ce(model, z, ctx, targets, valid, chunk_tokens=chunk_tokens), valid
 
 
