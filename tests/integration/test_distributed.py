@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -28,21 +29,41 @@ def _env() -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parent)}
 
 
-def _check(procs: list[subprocess.Popen]) -> None:
-    outs = [p.communicate(timeout=240) for p in procs]
-    for p, (out, _) in zip(procs, outs):
+def _finish(procs: list[subprocess.Popen], timeout: float) -> bool:
+    """Wait for the agents; False (all killed, whole process groups) if they did not finish in time."""
+    try:
+        outs = [p.communicate(timeout=timeout)[0] for p in procs]
+    except subprocess.TimeoutExpired:
+        for p in procs:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+        return False
+    for p, out in zip(procs, outs):
         assert p.returncode == 0, out[-4000:]
+    return True
 
 
 def torchrun_two_nodes(out: Path, scenario: str) -> None:
-    """Two torchrun agents (one process each) meeting through c10d rendezvous, as on two machines."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    cmd = [*TORCHRUN, "--nnodes", "2", "--nproc-per-node", "1", "--rdzv-backend", "c10d",
-           "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "wmtp-test", str(WORKER), str(out), scenario]
-    _check([subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-            for _ in range(2)])
+    """Two torchrun agents (one process each) meeting through c10d rendezvous, as on two machines.
+
+    One retry on a fresh port and directory: on a loaded 2-core machine the agents' rendezvous stalled once
+    (about 1 launch in 15, not reproduced since); a stall is a timeout, never a wrong result."""
+    for attempt in range(2):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        target = out / f"attempt{attempt}"
+        target.mkdir()
+        cmd = [*TORCHRUN, "--nnodes", "2", "--nproc-per-node", "1", "--rdzv-backend", "c10d",
+               "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", f"wmtp-test-{attempt}", str(WORKER), str(target),
+               scenario]
+        procs = [subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                  start_new_session=True) for _ in range(2)]
+        if _finish(procs, timeout=150):
+            for item in target.iterdir():
+                item.rename(out / item.name)
+            return
+    pytest.fail("two torchrun agents did not finish within 150 s, twice")
 
 
 def train_rows(run_dir: Path) -> list[dict]:
