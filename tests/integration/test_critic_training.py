@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 from test_trainer import comparable_rows
+from test_trainer import make_cfg as trainer_cfg
 
-from wmtp.config import load_config
 from wmtp.data.collate import EncodedRecord
 from wmtp.model.checkpoints import CheckpointError
 from wmtp.model.mtp import MTPModel
@@ -39,31 +39,21 @@ def make_records(n: int, seed: int, prefix: str) -> list[EncodedRecord]:
     return out
 
 
+CRITIC = [
+    "data.train_on=all",
+    "weighting.name=critic",
+    "weighting.critic.pretrain_epochs=0.5",  # 30 records / 4 per step → 4 stage-1 steps
+    "weighting.critic.pretrain_trunk_lr_scale=0.5",
+    "weighting.critic.mode=exp_adv",  # running moments: part of what resume must restore
+    "weighting.critic.value_head=mlp",  # fast; the block head has its own test below
+    "train.max_steps=5",
+    "train.ckpt_every=2",
+]
+
+
 def make_cfg(run_dir: Path, *overrides: str):
-    return load_config(
-        None,
-        [
-            f"run_dir={run_dir}",
-            "data.train_on=all",
-            "weighting.name=critic",
-            "weighting.critic.pretrain_epochs=0.5",  # 30 records / 4 per step → 4 stage-1 steps
-            "weighting.critic.pretrain_trunk_lr_scale=0.5",
-            "weighting.critic.mode=exp_adv",  # running moments: part of what resume must restore
-            "weighting.critic.value_head=mlp",  # fast; the block head has its own test below
-            "model.d_model=32",
-            "model.n_layers=2",
-            "model.n_heads=3",
-            "model.n_attn_heads=4",
-            "train.batch_size=4",
-            "train.max_steps=5",
-            "train.eval_every=2",
-            "train.ckpt_every=2",
-            "train.progress=false",
-            "train.ce_chunk_tokens=16",
-            "optim.warmup_steps=2",
-            *overrides,
-        ],
-    )
+    """test_trainer's tiny config with the critic (later overrides win)."""
+    return trainer_cfg(run_dir, *CRITIC, *overrides)
 
 
 class CrashingCritic(CriticWeight):
