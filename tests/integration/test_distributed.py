@@ -159,3 +159,41 @@ def test_wmtp_train_under_torchrun_bf16_checkpointing(tmp_path):
     assert (run / "checkpoints/step_000002/.metadata").is_file()
     model = load_model_dir(run / "model")
     assert model.n_heads == 2 and all(torch.isfinite(p).all() for p in model.parameters())
+
+
+RAGGED_WORKER = """
+import sys
+from pathlib import Path
+import torch
+from test_trainer import make_cfg
+from wmtp.data.collate import EncodedRecord
+from wmtp.model.mtp import MTPModel
+from wmtp.train.distributed import teardown
+from wmtp.train.trainer import Trainer
+from wmtp.weighting.uniform import UniformWeight
+
+torch.set_num_threads(1)
+long = [EncodedRecord(f"l{i}", [1] + [5 + i] * 10 + [2], 4, True) for i in range(2)]
+short = [EncodedRecord(f"s{i}", [1, 2], 1, True) for i in range(2)]  # bos, eos: only head 1 has a target
+cfg = make_cfg(Path(sys.argv[1]), "train.max_steps=2", "train.eval_every=100", "train.ckpt_every=100")
+torch.manual_seed(0)
+model = MTPModel.from_config(cfg.model, vocab_size=61, pad_id=0, bos_id=1, eos_id=2)
+trainer = Trainer(cfg, model=model, weight_fn=UniformWeight(), train_data=long + short, valid_data=long, pad_id=0,
+                  run_dir=Path(cfg.run_dir))
+trainer._permutation = lambda epoch: [0, 1, 2, 3]  # rank 0 gets the long records, rank 1 the short ones
+trainer._order = trainer._permutation(0)
+trainer.train()
+teardown()
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_rank_without_targets_for_a_head_does_not_hang(tmp_path):
+    """FSDP's collectives need every rank in every head block, even where its slice has no target for it."""
+    script = tmp_path / "ragged.py"
+    script.write_text(RAGGED_WORKER)
+    cmd = [*TORCHRUN, "--nproc-per-node", "2", "--standalone", str(script), str(tmp_path / "run")]
+    proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert [r["step"] for r in train_rows(tmp_path / "run")] == [1, 2]

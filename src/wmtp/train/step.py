@@ -49,7 +49,14 @@ def heads_ce(
         if sel.any():
             h = model.head_hidden(k, z, ctx)[sel]  # [N,D]: only tokens with a target
             ce[..., k - 1][sel] = linear_ce(h, model.unembed, targets[..., k - 1][sel], chunk_tokens=chunk_tokens)
+        elif sharded():
+            model.head_hidden(k, z, ctx)  # FSDP: every rank runs every head block (its all-gather is collective)
     return ce
+
+
+def sharded() -> bool:
+    """Whether this process is one rank of a distributed job (FSDP collectives need every rank in every block)."""
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
 
 
 def forward_backward(
@@ -108,6 +115,9 @@ def forward_backward(
     for k in range(1, model.n_heads + 1):
         sel = valid[..., k - 1]
         if not sel.any():
+            if sharded():  # no target on this rank: still run head k's forward/backward for FSDP's collectives
+                with amp:
+                    (model.head_hidden(k, z_detached, ctx).sum() * 0.0).backward()
             continue
         with amp:
             h = model.head_hidden(k, z_detached, ctx)[sel]  # [N,D]
