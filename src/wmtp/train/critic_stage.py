@@ -111,9 +111,7 @@ class CriticStage:
             sync_replicated_grads(tr.model)
             total = tr.dist.sum(total)[0]
         grad_norm = tr.clip_grad_norm()
-        if math.isfinite(total) and math.isfinite(grad_norm):
-            tr.optimizer.step()
-        tr.optimizer.zero_grad(set_to_none=True)
+        tr.optimizer_step(total, grad_norm)
         self.step += 1
         return {"kind": "critic_train", "step": self.step, "value_loss": total, "grad_norm": grad_norm, "lr": cfg.lr}
 
@@ -135,7 +133,7 @@ class CriticStage:
             batch = tr.to_device(collate(records[i : i + size], pad_id=tr.pad_id))
             with tr.autocast():
                 z, ctx = tr.model.trunk_forward(batch["input_ids"], batch["attention_mask"])
-                values = tr.model.values(z, ctx).float().cpu()
+            values = tr.model.values(z, ctx).cpu()  # outside autocast, as in training and validation
             mask = batch["attention_mask"].bool().cpu()
             for b, record_id in enumerate(batch["ids"]):
                 anchors[record_id] = values[b][mask[b]].contiguous()

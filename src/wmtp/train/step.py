@@ -140,7 +140,7 @@ def forward_backward(
         value_loss = v_loss.item()
     if z_detached.grad is not None:
         z.backward(z_detached.grad)
-    if any_head and unembed.requires_grad:  # frozen under LoRA
+    if (any_head or sharded()) and unembed.requires_grad:  # frozen under LoRA; every rank joins the grad sum
         if unembed.grad is None:
             unembed.grad = unembed_grad.to(unembed.dtype)
         else:

@@ -200,7 +200,7 @@ class Trainer:
         """Run until train.max_steps; return the last validation row."""
         tc = self.cfg.train
         self.model.train()
-        if self.step == 0:
+        if self.total_steps == 0:  # not on resume (even mid stage 1): its forward would consume dropout RNG
             check_head1_alignment(self.model, self.to_device(collate(self.train_data[:2], pad_id=self.pad_id)))
         last_eval: dict[str, Any] = {}
         with self._progress() as progress:
@@ -287,15 +287,8 @@ class Trainer:
 
         # 4) clip, finite check, step
         grad_norm = self.clip_grad_norm()
-        finite = math.isfinite(loss) and math.isfinite(grad_norm)
-        if finite:
-            self.optimizer.step()
-        else:
-            self.bad_steps += 1
-        self.optimizer.zero_grad(set_to_none=True)
+        finite = self.optimizer_step(loss, grad_norm)
         self.step += 1
-        if self.bad_steps > tc.max_bad_steps:
-            raise TrainingDiverged(f"{self.bad_steps} non-finite steps (train.max_bad_steps={tc.max_bad_steps})")
 
         # 5) metrics
         elapsed = time.perf_counter() - started
@@ -321,6 +314,21 @@ class Trainer:
             row.update(last_stats())
         self.last_weights_hist = weight_histogram(torch.cat(weights), torch.cat(valids))
         return row
+
+    def optimizer_step(self, loss: float, grad_norm: float) -> bool:
+        """Step the optimizer when loss and gradient norm are finite, else skip and count the step (stop after
+        train.max_bad_steps); zero the gradients either way. Returns whether the step was taken."""
+        finite = math.isfinite(loss) and math.isfinite(grad_norm)
+        if finite:
+            self.optimizer.step()
+        else:
+            self.bad_steps += 1
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.bad_steps > self.cfg.train.max_bad_steps:
+            raise TrainingDiverged(
+                f"{self.bad_steps} non-finite steps (train.max_bad_steps={self.cfg.train.max_bad_steps})"
+            )
+        return finite
 
     def _n_valid(self, batch: dict[str, Any]) -> int:
         return int(batch_targets(batch, self.model.n_heads)[1].sum())

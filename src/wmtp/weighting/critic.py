@@ -125,9 +125,17 @@ class RunningMoments:
     count: int = 0  # updates so far (the first one sets the moments)
 
     def update(self, x: Tensor) -> None:
-        if x.numel() == 0:
+        """Fold in a batch of advantages (1-D); under torch.distributed the batch is every rank's, summed."""
+        x = x.double()
+        count = torch.tensor(float(x.numel()), dtype=torch.float64)
+        moments = torch.stack([count, x.sum().cpu(), x.pow(2).sum().cpu()])
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(moments)
+        n, total, squares = moments.tolist()
+        if n == 0:
             return
-        mean, var = x.double().mean().item(), x.double().var(unbiased=False).item()
+        mean = total / n
+        var = max(squares / n - mean**2, 0.0)
         if self.count == 0:
             self.mean, self.var = mean, var
         else:
