@@ -70,15 +70,18 @@ def gae(rewards: Tensor, values: Tensor, mask: Tensor, gamma: float, lam: float)
     mask and the completion is contiguous, so the sum stops at the completion's end by itself.
     """
     mask = mask.bool()
-    delta = td_errors(rewards, values, mask, gamma)
+    advantages = discounted_sums(td_errors(rewards, values, mask, gamma), mask, gamma * lam)
+    returns = torch.where(mask, advantages + shift_right(values), 0.0)
+    return advantages, returns
+
+
+def discounted_sums(delta: Tensor, mask: Tensor, discount: float) -> Tensor:
+    """Σ_{l≥0} discount^l δ_{j+l} on the mask, 0 off it; δ: Float[B,T], 0 off the (contiguous) mask."""
     T = delta.shape[1]
     pos = torch.arange(T, device=delta.device)
     lag = pos[None, :] - pos[:, None]  # [T,T]: j' − j
-    discount = torch.where(lag >= 0, (gamma * lam) ** lag.clamp(min=0).to(torch.float64), 0.0)
-    advantages = (delta.to(torch.float64) @ discount.T).to(delta.dtype)
-    advantages = torch.where(mask, advantages, 0.0)
-    returns = torch.where(mask, advantages + shift_right(values), 0.0)
-    return advantages, returns
+    matrix = torch.where(lag >= 0, discount ** lag.clamp(min=0).to(torch.float64), 0.0)
+    return torch.where(mask, (delta.to(torch.float64) @ matrix.T).to(delta.dtype), 0.0)
 
 
 def kstep_td(rewards: Tensor, values: Tensor, mask: Tensor, gamma: float, n_heads: int) -> Tensor:
@@ -234,8 +237,8 @@ class CriticWeight:
         cfg, H = self.cfg, valid.shape[-1]
         values, mask = batch["values"].detach().float(), batch["loss_mask"].bool()
         rewards = self.rewards(batch)
-        advantages, _ = gae(rewards, values, mask, cfg.gamma, cfg.lam)
         delta = td_errors(rewards, values, mask, cfg.gamma)
+        advantages = discounted_sums(delta, mask, cfg.gamma * cfg.lam)  # = gae(...)[0], sharing δ
         if cfg.mode == "kstep":
             weights = kstep_td(rewards, values, mask, cfg.gamma, H).abs()
         else:
