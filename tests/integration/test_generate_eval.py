@@ -9,7 +9,8 @@ from wmtp.config import ModelConfig, SyntheticDataConfig
 from wmtp.data.synthetic import generate_splits
 from wmtp.data.tokenizer import train_tokenizer
 from wmtp.eval.benchmarks.synthetic import evaluate_synthetic, program, unique_problems
-from wmtp.eval.generate import SamplingConfig, generate, truncate_at_stop
+from wmtp.eval.generate import SamplingConfig, generate
+from wmtp.eval.prompts import truncate_at_stop
 from wmtp.eval.sandbox import run_many
 from wmtp.model.mtp import MTPModel
 

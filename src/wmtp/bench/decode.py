@@ -71,7 +71,7 @@ def run_decode_bench(
 
 def _bench(run_dir: Path, *, n_prompts: int, max_new_tokens: int, threads: int, hf_generate: bool) -> dict[str, Any]:
     from wmtp.eval.evaluate import load_eval_model
-    from wmtp.eval.generate import encode_prompt
+    from wmtp.eval.prompts import encode_prompt
     from wmtp.eval.speculative import SpecStats, SpeculativeDecoder
 
     model, tokenizer, _ = load_eval_model(run_dir=run_dir)

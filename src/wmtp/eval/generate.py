@@ -8,6 +8,8 @@ import torch
 from rich.progress import Progress
 from transformers import PreTrainedTokenizerBase
 
+from wmtp.eval.prompts import encode_prompt, truncate_at_stop
+from wmtp.eval.speculative import complete
 from wmtp.model.mtp import MTPModel
 
 CODE_STOPS = ("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\nassert ")
@@ -32,18 +34,6 @@ class SamplingConfig:
             raise ValueError("speculative decoding is greedy: it needs temperature 0")
 
 
-def truncate_at_stop(text: str, stops: tuple[str, ...]) -> str:
-    """Cut text before the earliest stop string (the stop itself is not part of the completion)."""
-    cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=len(text))
-    return text[:cut]
-
-
-def encode_prompt(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
-    """Token ids of a prompt as training records start: [bos] + tokens (no bos for tokenizers without one)."""
-    bos = [] if tokenizer.bos_token_id is None else [tokenizer.bos_token_id]
-    return bos + tokenizer.encode(text, add_special_tokens=False)
-
-
 @torch.no_grad()
 def generate(
     model: MTPModel,
@@ -60,8 +50,6 @@ def generate(
     which is the trunk's own last block, so the trunk's HF `generate` (with its KV cache) decodes exactly head 1.
     """
     if sampling.speculative:
-        from wmtp.eval.speculative import complete  # speculative builds on this module's prompt encoding
-
         texts, _ = complete(model, tokenizer, prompts, max_new_tokens=sampling.max_new_tokens, batch_size=batch_size)
         return [[truncate_at_stop(t, sampling.stop)] * sampling.n for t in texts]
     if not model.head1_is_trunk_layer:

@@ -23,8 +23,8 @@ but another kept are masked out of attention (Bool[B,S]) and only slots all reje
 (RoPE) count a sequence's real tokens only, so holes and left padding do not shift them.
 
 The output is plain greedy decoding of head 1, token for token: every emitted token is head 1's argmax given
-exactly the emitted prefix. `greedy_generate` is that reference, through the same code with no drafts (one
-forward per token). Drafts decide only what is verified, never what is emitted. In float32 the two can still
+exactly the emitted prefix. `SpeculativeDecoder(model, n_draft=0)` is that reference, through the same code with
+no drafts (one forward per token). Drafts decide only what is verified, never what is emitted. In float32 the two can still
 differ where head 1's top two logits tie to within rounding (a forward over m+1 positions rounds differently
 from m+1 one-token forwards); in float64 they agree (tests).
 """
@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import DynamicCache, PreTrainedTokenizerBase
 
-from wmtp.eval.generate import encode_prompt
+from wmtp.eval.prompts import encode_prompt
 from wmtp.model.mtp import MTPModel
 
 
@@ -135,68 +135,6 @@ class SpeculativeDecoder:
             self.model.train(was_training)
 
 
-def speculative_generate(
-    model: MTPModel,
-    input_ids: Tensor | Sequence[int],
-    *,
-    max_new_tokens: int,
-    eos_token_id: int | None,
-    stop_token_sequences: Sequence[Sequence[int]] | None = None,
-    n_draft: int | None = None,
-) -> tuple[list[int], SpecStats]:
-    """Self-speculative greedy decoding of one prompt: Long[T], Long[1,T] or a list of ids → (new tokens, counts)."""
-    outs, stats = SpeculativeDecoder(model, n_draft=n_draft).generate(
-        [_as_list(input_ids)], max_new_tokens=max_new_tokens, eos_token_id=eos_token_id,
-        stop_token_sequences=stop_token_sequences,
-    )  # fmt: skip
-    return outs[0], stats
-
-
-def greedy_generate(
-    model: MTPModel,
-    input_ids: Tensor | Sequence[int],
-    *,
-    max_new_tokens: int,
-    eos_token_id: int | None,
-    stop_token_sequences: Sequence[Sequence[int]] | None = None,
-) -> list[int]:
-    """Plain KV-cached greedy decoding of head 1, one forward per token: the reference for the speculative one."""
-    return speculative_generate(
-        model, input_ids, max_new_tokens=max_new_tokens, eos_token_id=eos_token_id,
-        stop_token_sequences=stop_token_sequences, n_draft=0,
-    )[0]  # fmt: skip
-
-
-def speculative_generate_batch(
-    model: MTPModel,
-    prompts: Sequence[Sequence[int]],
-    *,
-    max_new_tokens: int,
-    eos_token_id: int | None,
-    stop_token_sequences: Sequence[Sequence[int]] | None = None,
-    n_draft: int | None = None,
-) -> tuple[list[list[int]], SpecStats]:
-    """Batched `speculative_generate`: each sequence accepts its own number of drafts per step."""
-    return SpeculativeDecoder(model, n_draft=n_draft).generate(
-        prompts, max_new_tokens=max_new_tokens, eos_token_id=eos_token_id, stop_token_sequences=stop_token_sequences
-    )
-
-
-def greedy_generate_batch(
-    model: MTPModel,
-    prompts: Sequence[Sequence[int]],
-    *,
-    max_new_tokens: int,
-    eos_token_id: int | None,
-    stop_token_sequences: Sequence[Sequence[int]] | None = None,
-) -> list[list[int]]:
-    """Batched plain greedy decoding through the same code (no drafts)."""
-    return speculative_generate_batch(
-        model, prompts, max_new_tokens=max_new_tokens, eos_token_id=eos_token_id,
-        stop_token_sequences=stop_token_sequences, n_draft=0,
-    )[0]  # fmt: skip
-
-
 def complete(
     model: MTPModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -223,16 +161,6 @@ def complete(
 
 
 # ---- implementation -----------------------------------------------------------------------------------
-
-
-def _as_list(input_ids: Tensor | Sequence[int]) -> list[int]:
-    if isinstance(input_ids, Tensor):
-        if input_ids.dim() == 2:
-            if input_ids.shape[0] != 1:
-                raise ValueError(f"speculative_generate takes one prompt, got a batch of {input_ids.shape[0]}")
-            input_ids = input_ids[0]
-        return [int(t) for t in input_ids.tolist()]
-    return [int(t) for t in input_ids]
 
 
 def _check_window(model: MTPModel, length: int) -> None:

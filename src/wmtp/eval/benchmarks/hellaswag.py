@@ -24,7 +24,7 @@ from rich.progress import Progress
 
 from wmtp.data.records import DataError
 from wmtp.eval.benchmarks.harness import Problem, require_keys, rows_from
-from wmtp.eval.generate import encode_prompt
+from wmtp.eval.prompts import encode_prompt
 from wmtp.model.mtp import MTPModel
 
 
