@@ -19,18 +19,40 @@ import torch.nn.functional as F
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from wmtp.config import ModelConfig
-from wmtp.eval.speculative import (
-    SpecStats,
-    SpeculativeDecoder,
-    _KVBuffer,
-    greedy_generate,
-    greedy_generate_batch,
-    speculative_generate,
-    speculative_generate_batch,
-)
+from wmtp.eval.speculative import SpecStats, SpeculativeDecoder, _KVBuffer
 from wmtp.model.mtp import MTPModel
 
 V = 64
+
+
+# ---- the decoder on one prompt or a batch, speculative or plain (n_draft=0) ------------------------------------
+
+
+def speculative_generate(model: MTPModel, prompt: torch.Tensor | list[int], *, n_draft: int | None = None,
+                         **kw) -> tuple[list[int], SpecStats]:  # fmt: skip
+    """One prompt (Long[T], Long[1,T] or a list of ids) → (new tokens, counts)."""
+    if isinstance(prompt, torch.Tensor):
+        if prompt.dim() == 2:
+            if prompt.shape[0] != 1:
+                raise ValueError(f"speculative_generate takes one prompt, got a batch of {prompt.shape[0]}")
+            prompt = prompt[0]
+        prompt = prompt.tolist()
+    outs, stats = SpeculativeDecoder(model, n_draft=n_draft).generate([list(prompt)], **kw)
+    return outs[0], stats
+
+
+def greedy_generate(model: MTPModel, prompt: torch.Tensor | list[int], **kw) -> list[int]:
+    """Plain KV-cached greedy decoding of one prompt, one forward per token: the reference."""
+    return speculative_generate(model, prompt, n_draft=0, **kw)[0]
+
+
+def speculative_generate_batch(model: MTPModel, prompts: list[list[int]], *, n_draft: int | None = None,
+                               **kw) -> tuple[list[list[int]], SpecStats]:  # fmt: skip
+    return SpeculativeDecoder(model, n_draft=n_draft).generate(prompts, **kw)
+
+
+def greedy_generate_batch(model: MTPModel, prompts: list[list[int]], **kw) -> list[list[int]]:
+    return speculative_generate_batch(model, prompts, n_draft=0, **kw)[0]
 
 
 def random_model(n_heads: int, *, seed: int = 0, head1: bool = True) -> MTPModel:
