@@ -4,8 +4,8 @@ import json
 import pytest
 
 from wmtp.config import SyntheticDataConfig
-from wmtp.data import synthetic
 from wmtp.data.synthetic import FAMILIES, Problem, generate_problems, generate_splits, label_program
+from wmtp.data.synthetic import splits as synthetic_splits
 from wmtp.eval.sandbox import run_many
 
 SMALL = SyntheticDataConfig(n_problems=20)
@@ -109,24 +109,6 @@ def test_splits_are_disjoint_by_problem(splits):
         assert len({pid.rsplit("-", 1)[0] for pid in ids[name]}) > 1
 
 
-def test_mutation_kinds_on_a_known_body():
-    body = "if not xs:\n    return 0\ntotal = 0\nfor i in range(1, len(xs)):\n    total += xs[i - 1]\nreturn total"
-    mutants = {(body[: e.start] + e.text + body[e.end:]): e.kind for e in synthetic._edits(body, ["xs"])}
-    expected = [
-        ("for i in range(1, len(xs)):", "for i in range(1, len(xs) + 1):", "off_by_one"),
-        ("for i in range(1, len(xs)):", "for i in range(0, len(xs)):", "off_by_one"),
-        ("    total += xs[i - 1]", "    total += xs[i]", "off_by_one"),
-        ("    total += xs[i - 1]", "    total -= xs[i - 1]", "wrong_operator"),
-        ("if not xs:\n    return 0\n", "", "missing_case"),
-        ("total = 0", "total = 1", "wrong_init"),
-        ("return total", "return xs", "wrong_return"),
-    ]
-    for old, new, kind in expected:
-        assert mutants.get(body.replace(old, new)) == kind, (old, new)
-    assert body not in mutants
-    assert set(mutants.values()) == set(synthetic.MUTATION_KINDS)
-
-
 def test_labels_come_from_the_sandbox():
     # Outside the sandbox the host's /etc/passwd exists and "reads_host" would pass; inside, only /usr is
     # visible, so it fails. A wrong answer, a syntax error and an endless loop fail too; the right one passes.
@@ -141,7 +123,7 @@ def test_labels_come_from_the_sandbox():
     problem = Problem(problem_id="f-0000", family="arithmetic", difficulty="easy", prompt="def f(x):\n",
                       entry_point="f", tests=tests, correct=[bodies["right"], bodies["reads_host"]],
                       incorrect=[bodies["wrong"], bodies["syntax"], bodies["endless"]])
-    records = synthetic._label([problem], timeout_s=2.0)
+    records = synthetic_splits._label([problem], timeout_s=2.0)
     assert {r.completion: r.is_correct for r in records} == {
         bodies["right"]: True, bodies["reads_host"]: False, bodies["wrong"]: False, bodies["syntax"]: False,
         bodies["endless"]: False,

@@ -1,0 +1,84 @@
+"""Arithmetic templates: integer expressions, digits, divisibility and sums over a range."""
+
+from __future__ import annotations
+
+import random
+
+from wmtp.data.synthetic.spec import INT_NAMES, Spec, Template
+
+
+def _add_k(rng: random.Random) -> Spec:
+    k, x = rng.randint(2, 19), rng.choice(INT_NAMES)
+    return Spec(
+        rng.choice((f"add_{k}", f"plus_{k}", f"increase_by_{k}")), f"{x}: int", "int", f"Return {x} plus {k}.",
+        (f"return {x} + {k}", f"result = {x} + {k}\nreturn result", f"return {k} + {x}"),
+        [(rng.randint(1, 30),), (0,), (-k,), (rng.randint(-60, -1),), (rng.randint(31, 99),)],
+    )
+
+
+def _affine(rng: random.Random) -> Spec:
+    a, b, x = rng.randint(2, 9), rng.choice([i for i in range(-9, 10) if i]), rng.choice(INT_NAMES)
+    op, c = ("+", b) if b > 0 else ("-", -b)
+    return Spec(
+        rng.choice(("affine", "scale_shift", "linear")), f"{x}: int", "int", f"Return {a} * {x} {op} {c}.",
+        (f"return {a} * {x} {op} {c}", f"return {x} * {a} {op} {c}", f"y = {x} * {a}\ny {op}= {c}\nreturn y"),
+        [(rng.randint(1, 9),), (0,), (-3,), (rng.randint(10, 40),), (rng.randint(-40, -4),)],
+    )
+
+
+def _divmod(rng: random.Random) -> Spec:
+    k, n = rng.randint(2, 9), rng.choice(INT_NAMES)
+    return Spec(
+        rng.choice((f"divmod_{k}", f"split_by_{k}", f"quot_rem_{k}")), f"{n}: int", "tuple[int, int]",
+        f"Return the quotient and remainder of {n} divided by {k}, as a tuple.",
+        (f"return ({n} // {k}, {n} % {k})", f"return divmod({n}, {k})",
+         f"q = {n} // {k}\nr = {n} - q * {k}\nreturn (q, r)"),
+        [(k * rng.randint(2, 9) + rng.randint(1, k - 1),), (0,), (k,), (k - 1,), (-rng.randint(1, 30),),
+         (rng.randint(10, 99),)],
+    )
+
+
+def _digit_sum(rng: random.Random) -> Spec:
+    n = rng.choice(INT_NAMES)
+    return Spec(
+        rng.choice(("digit_sum", "sum_of_digits", "digits_total")), f"{n}: int", "int",
+        f"Return the sum of the decimal digits of {n}, ignoring its sign.",
+        (f"return sum(int(d) for d in str(abs({n})))",
+         f"total = 0\nfor d in str(abs({n})):\n    total += int(d)\nreturn total",
+         f"return sum(map(int, str(abs({n}))))"),
+        [(rng.randint(100, 999),), (0,), (7,), (-rng.randint(10, 999),), (rng.randint(1000, 99999),)],
+    )
+
+
+def _count_multiples(rng: random.Random) -> Spec:
+    k, n = rng.randint(2, 9), rng.choice(INT_NAMES)
+    return Spec(
+        rng.choice((f"count_multiples_of_{k}", f"multiples_of_{k}_up_to", f"how_many_div_by_{k}")), f"{n}: int",
+        "int", f"Return how many integers from 1 to {n} inclusive are divisible by {k}.",
+        (f"count = 0\nfor i in range(1, {n} + 1):\n    if i % {k} == 0:\n        count += 1\nreturn count",
+         f"return sum(1 for i in range(1, {n} + 1) if i % {k} == 0)", f"return len(range({k}, {n} + 1, {k}))"),
+        [(k * rng.randint(2, 6),), (0,), (k - 1,), (k,), (k * rng.randint(3, 8) + 1,), (1,)],
+    )
+
+
+def _sum_powers(rng: random.Random) -> Spec:
+    p, n = rng.randint(1, 3), rng.choice(INT_NAMES)
+    term = "i" if p == 1 else f"i ** {p}"
+    names = {1: ("sum_to", "triangle_number"), 2: ("sum_of_squares", "square_sum"), 3: ("sum_of_cubes", "cube_sum")}
+    what = f"1 + 2 + ... + {n}" if p == 1 else f"the sum of i ** {p} for i from 1 to {n} inclusive"
+    return Spec(
+        rng.choice(names[p]), f"{n}: int", "int", f"Return {what} (0 when {n} < 1).",
+        (f"total = 0\nfor i in range(1, {n} + 1):\n    total += {term}\nreturn total",
+         f"return sum({term} for i in range(1, {n} + 1))", f"return sum([{term} for i in range({n} + 1)])"),
+        [(4,), (0,), (1,), (rng.randint(5, 12),), (-rng.randint(1, 5),)],
+    )
+
+
+TEMPLATES = (
+    Template("add_k", "arithmetic", "easy", _add_k),
+    Template("affine", "arithmetic", "easy", _affine),
+    Template("divmod", "arithmetic", "medium", _divmod),
+    Template("digit_sum", "arithmetic", "medium", _digit_sum),
+    Template("count_multiples", "arithmetic", "medium", _count_multiples),
+    Template("sum_powers", "arithmetic", "medium", _sum_powers),
+)

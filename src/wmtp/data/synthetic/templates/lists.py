@@ -1,0 +1,135 @@
+"""List templates: filtering, mapping, scanning and reordering lists of ints."""
+
+from __future__ import annotations
+
+import random
+
+from wmtp.data.synthetic.spec import LIST_NAMES, Spec, Template, rand_ints
+
+
+def _sum_multiples(rng: random.Random) -> Spec:
+    k, xs = rng.randint(2, 5), rng.choice(LIST_NAMES)
+    name = rng.choice(("sum_even", "sum_evens") if k == 2 else (f"sum_multiples_of_{k}", f"sum_div_by_{k}"))
+    which = f"the even elements of {xs}" if k == 2 else f"the elements of {xs} that are divisible by {k}"
+    return Spec(
+        name, f"{xs}: list[int]", "int", f"Return the sum of {which}.",
+        (f"total = 0\nfor x in {xs}:\n    if x % {k} == 0:\n        total += x\nreturn total",
+         f"return sum(x for x in {xs} if x % {k} == 0)", f"return sum([x for x in {xs} if x % {k} == 0])"),
+        [(rand_ints(rng, 4, 6),), ([],), ([k],), ([1],), ([k * i for i in range(1, 4)],), (rand_ints(rng, 6, 9),)],
+    )
+
+
+def _count_greater(rng: random.Random) -> Spec:
+    k, xs = rng.randint(-3, 9), rng.choice(LIST_NAMES)
+    above = f"count_above_{k}" if k >= 0 else f"count_above_minus_{-k}"
+    return Spec(
+        rng.choice((above, "count_greater", "how_many_above")), f"{xs}: list[int]", "int",
+        f"Return how many elements of {xs} are greater than {k}.",
+        (f"count = 0\nfor x in {xs}:\n    if x > {k}:\n        count += 1\nreturn count",
+         f"return sum(1 for x in {xs} if x > {k})", f"return len([x for x in {xs} if x > {k}])"),
+        [(rand_ints(rng, 4, 6) + [k + 1],), ([],), ([k],), ([k - 1, k, k + 1],), (rand_ints(rng, 6, 9),)],
+    )
+
+
+def _scale(rng: random.Random) -> Spec:
+    k, xs = rng.randint(2, 9), rng.choice(LIST_NAMES)
+    return Spec(
+        rng.choice((f"times_{k}", f"scale_by_{k}", f"multiply_all_by_{k}")), f"{xs}: list[int]", "list[int]",
+        f"Return a new list with every element of {xs} multiplied by {k}.",
+        (f"out = []\nfor x in {xs}:\n    out.append(x * {k})\nreturn out", f"return [x * {k} for x in {xs}]",
+         f"return list(map(lambda x: x * {k}, {xs}))"),
+        [(rand_ints(rng, 3, 4),), ([],), ([0],), ([1, -1],), (rand_ints(rng, 5, 7),)],
+    )
+
+
+def _running_sum(rng: random.Random) -> Spec:
+    xs = rng.choice(LIST_NAMES)
+    return Spec(
+        rng.choice(("running_sum", "prefix_sums", "cumulative_sum")), f"{xs}: list[int]", "list[int]",
+        f"Return the list whose i-th element is the sum of {xs}[0] .. {xs}[i].",
+        (f"out = []\ntotal = 0\nfor x in {xs}:\n    total += x\n    out.append(total)\nreturn out",
+         f"return [sum({xs}[:i + 1]) for i in range(len({xs}))]",
+         f"out = {xs}[:1]\nfor x in {xs}[1:]:\n    out.append(out[-1] + x)\nreturn out"),
+        [(rand_ints(rng, 3, 4, 1, 9),), ([],), ([5],), ([2, -2, 3],), (rand_ints(rng, 5, 7),)],
+    )
+
+
+def _max_gap(rng: random.Random) -> Spec:
+    xs = rng.choice(LIST_NAMES)
+    return Spec(
+        rng.choice(("max_gap", "largest_step", "max_jump")), f"{xs}: list[int]", "int",
+        f"Return the largest absolute difference between neighbouring elements of {xs} (0 if it has fewer than two).",
+        (f"best = 0\nfor i in range(1, len({xs})):\n    best = max(best, abs({xs}[i] - {xs}[i - 1]))\nreturn best",
+         f"return max((abs(b - a) for a, b in zip({xs}, {xs}[1:])), default=0)",
+         f"best = 0\nfor a, b in zip({xs}, {xs}[1:]):\n    if abs(b - a) > best:\n        best = abs(b - a)\n"
+         "return best"),
+        [(rand_ints(rng, 4, 5),), ([],), ([4],), ([9, 1, 2],), ([1, 2, 10],), (rand_ints(rng, 6, 8),)],
+    )
+
+
+def _index_of_extreme(rng: random.Random) -> Spec:
+    largest, xs = rng.random() < 0.5, rng.choice(LIST_NAMES)
+    which, cmp, fn = ("largest", ">", "max") if largest else ("smallest", "<", "min")
+    values = rand_ints(rng, 4, 6)
+    extreme = max(values) if largest else min(values)
+    return Spec(
+        rng.choice((f"index_of_{fn}", f"arg{fn}", f"position_of_{which}")), f"{xs}: list[int]", "int",
+        f"Return the index of the first {which} element of {xs} (-1 if it is empty).",
+        (f"if not {xs}:\n    return -1\nbest = 0\nfor i in range(1, len({xs})):\n    if {xs}[i] {cmp} {xs}[best]:\n"
+         "        best = i\nreturn best",
+         f"if not {xs}:\n    return -1\nreturn {xs}.index({fn}({xs}))",
+         f"best = -1\nfor i, x in enumerate({xs}):\n    if best == -1 or x {cmp} {xs}[best]:\n        best = i\n"
+         "return best"),
+        [(values,), ([],), ([7],), (values + [extreme],), ([extreme] + values,),
+         ([0, 9, 2] if largest else [5, -3, 4],),  # the extreme at index 1 catches a loop starting at 2
+         (rand_ints(rng, 6, 8),)],
+    )
+
+
+def _dedupe(rng: random.Random) -> Spec:
+    xs = rng.choice(LIST_NAMES)
+    return Spec(
+        rng.choice(("dedupe", "unique_in_order", "remove_duplicates")), f"{xs}: list[int]", "list[int]",
+        f"Return the elements of {xs} without repeats, keeping the order of first occurrence.",
+        (f"out = []\nfor x in {xs}:\n    if x not in out:\n        out.append(x)\nreturn out",
+         f"return list(dict.fromkeys({xs}))", f"return [x for i, x in enumerate({xs}) if x not in {xs}[:i]]"),
+        [(rand_ints(rng, 5, 7, 0, 4),), ([],), ([3, 3, 3],), ([1, 2, 1, 2],), (rand_ints(rng, 8, 10, 0, 6),)],
+    )
+
+
+def _rotate_left(rng: random.Random) -> Spec:
+    k, xs = rng.randint(1, 4), rng.choice(LIST_NAMES)
+    return Spec(
+        rng.choice((f"rotate_left_{k}", f"shift_left_{k}", f"cycle_{k}")), f"{xs}: list[int]", "list[int]",
+        f"Return {xs} rotated left by {k} positions, cyclically (the first element moves to the end {k} times).",
+        (f"if not {xs}:\n    return []\nj = {k} % len({xs})\nreturn {xs}[j:] + {xs}[:j]",
+         f"out = list({xs})\nif out:\n    for _ in range({k}):\n        out.append(out.pop(0))\nreturn out",
+         f"n = len({xs})\nreturn [{xs}[(i + {k}) % n] for i in range(n)]"),
+        [([1, 2, 3, 4, 5, 6],), ([],), ([7],), (list(range(1, k + 1)),), (list(range(1, k + 2)),),
+         (rand_ints(rng, 5, 7),)],
+    )
+
+
+def _second_largest(rng: random.Random) -> Spec:
+    xs = rng.choice(LIST_NAMES)
+    return Spec(
+        rng.choice(("second_largest", "runner_up", "second_max")), f"{xs}: list[int]", "int | None",
+        f"Return the second largest distinct value in {xs}, or None if there is none.",
+        (f"distinct = sorted(set({xs}))\nif len(distinct) < 2:\n    return None\nreturn distinct[-2]",
+         f"best = None\nsecond = None\nfor x in sorted(set({xs})):\n    second = best\n    best = x\nreturn second",
+         f"top = max({xs}, default=None)\nrest = [x for x in {xs} if x != top]\nreturn max(rest, default=None)"),
+        [(rand_ints(rng, 4, 6),), ([],), ([4],), ([5, 5],), ([1, 3, 3, 2],), ([-4, -1, -7],), (rand_ints(rng, 6, 8),)],
+    )
+
+
+TEMPLATES = (
+    Template("sum_multiples", "lists", "easy", _sum_multiples),
+    Template("count_greater", "lists", "easy", _count_greater),
+    Template("scale", "lists", "easy", _scale),
+    Template("running_sum", "lists", "medium", _running_sum),
+    Template("max_gap", "lists", "medium", _max_gap),
+    Template("index_of_extreme", "lists", "medium", _index_of_extreme),
+    Template("dedupe", "lists", "medium", _dedupe),
+    Template("rotate_left", "lists", "hard", _rotate_left),
+    Template("second_largest", "lists", "hard", _second_largest),
+)

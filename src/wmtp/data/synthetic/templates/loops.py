@@ -1,0 +1,109 @@
+"""Loop templates: products, recurrences, nested counts and sequences built over a range."""
+
+from __future__ import annotations
+
+import random
+
+from wmtp.data.synthetic.spec import INT_NAMES, LIST_NAMES, Spec, Template, rand_ints
+
+
+def _factorial(rng: random.Random) -> Spec:
+    n = rng.choice(INT_NAMES)
+    return Spec(
+        rng.choice(("factorial", "fact", "product_up_to")), f"{n}: int", "int",
+        f"Return the product of the integers from 1 to {n} (1 when {n} < 1).",
+        (f"result = 1\nfor i in range(2, {n} + 1):\n    result *= i\nreturn result",
+         f"result = 1\nfor i in range(1, {n} + 1):\n    result = result * i\nreturn result",
+         f"result = 1\nfor i in range({n}, 1, -1):\n    result *= i\nreturn result"),
+        [(5,), (0,), (1,), (2,), (rng.randint(6, 12),), (-rng.randint(1, 4),)],
+    )
+
+
+def _fib_like(rng: random.Random) -> Spec:
+    a0, a1, n = rng.randint(0, 4), rng.randint(1, 5), rng.choice(("n", "k", "i"))
+    return Spec(
+        rng.choice(("fib_like", "sequence_term", f"fib_{a0}_{a1}")), f"{n}: int", "int",
+        f"Return term {n} (counting from 0) of the sequence that starts {a0}, {a1} and continues with the sum of "
+        "the previous two terms.",
+        (f"a, b = {a0}, {a1}\nfor _ in range({n}):\n    a, b = b, a + b\nreturn a",
+         f"terms = [{a0}, {a1}]\nfor j in range(2, {n} + 1):\n    terms.append(terms[j - 1] + terms[j - 2])\n"
+         f"return terms[{n}]",
+         f"a = {a0}\nb = {a1}\nfor _ in range({n}):\n    c = a + b\n    a = b\n    b = c\nreturn a"),
+        [(5,), (0,), (1,), (2,), (rng.randint(6, 15),)],
+    )
+
+
+def _count_div_either(rng: random.Random) -> Spec:
+    a, b = sorted(rng.sample(range(2, 8), 2))
+    n = rng.choice(INT_NAMES)
+    return Spec(
+        rng.choice((f"count_div_{a}_or_{b}", "count_either", "multiples_of_either")), f"{n}: int", "int",
+        f"Return how many integers from 1 to {n} inclusive are divisible by {a} or by {b}.",
+        (f"count = 0\nfor i in range(1, {n} + 1):\n    if i % {a} == 0 or i % {b} == 0:\n        count += 1\n"
+         "return count",
+         f"return sum(1 for i in range(1, {n} + 1) if i % {a} == 0 or i % {b} == 0)",
+         f"return len([i for i in range(1, {n} + 1) if i % {a} == 0 or i % {b} == 0])"),
+        [(a * b,), (0,), (1,), (a,), (b,), (rng.randint(10, 60),)],
+    )
+
+
+def _count_pairs(rng: random.Random) -> Spec:
+    t, xs = rng.randint(2, 12), rng.choice(LIST_NAMES)
+    return Spec(
+        rng.choice(("count_pairs", f"pairs_summing_to_{t}", "two_sum_count")), f"{xs}: list[int]", "int",
+        f"Return the number of index pairs i < j such that {xs}[i] + {xs}[j] == {t}.",
+        (f"count = 0\nfor i in range(len({xs})):\n    for j in range(i + 1, len({xs})):\n"
+         f"        if {xs}[i] + {xs}[j] == {t}:\n            count += 1\nreturn count",
+         f"n = len({xs})\nreturn sum(1 for i in range(n) for j in range(i + 1, n) if {xs}[i] + {xs}[j] == {t})",
+         f"count = 0\nfor i, x in enumerate({xs}):\n    for y in {xs}[i + 1:]:\n        if x + y == {t}:\n"
+         "            count += 1\nreturn count"),
+        [(rand_ints(rng, 4, 6, 0, t),), ([],), ([t],), ([t // 2, t - t // 2],), ([t // 2] * 3 + [t - t // 2],),
+         (rand_ints(rng, 7, 9, 0, t),)],
+    )
+
+
+def _join_range(rng: random.Random) -> Spec:
+    sep, n = rng.choice((",", "-", " ", ", ", "+", "|")), rng.choice(INT_NAMES)
+    return Spec(
+        rng.choice(("count_up", "join_numbers", "number_line")), f"{n}: int", "str",
+        f"Return the numbers from 1 to {n} joined by '{sep}'.",
+        (f"parts = []\nfor i in range(1, {n} + 1):\n    parts.append(str(i))\nreturn '{sep}'.join(parts)",
+         f"return '{sep}'.join(str(i) for i in range(1, {n} + 1))",
+         f"return '{sep}'.join(map(str, range(1, {n} + 1)))"),
+        [(3,), (0,), (1,), (rng.randint(4, 12),)],
+    )
+
+
+def _alternating_sum(rng: random.Random) -> Spec:
+    xs = rng.choice(LIST_NAMES)
+    return Spec(
+        rng.choice(("alternating_sum", "alt_sum", "plus_minus_sum")), f"{xs}: list[int]", "int",
+        f"Return {xs}[0] - {xs}[1] + {xs}[2] - ... (0 for an empty list).",
+        (f"total = 0\nfor i, x in enumerate({xs}):\n    if i % 2 == 0:\n        total += x\n    else:\n"
+         "        total -= x\nreturn total",
+         f"return sum({xs}[::2]) - sum({xs}[1::2])",
+         f"return sum(x if i % 2 == 0 else -x for i, x in enumerate({xs}))"),
+        [(rand_ints(rng, 4, 5, 1, 9),), ([],), ([6],), ([2, 5],), (rand_ints(rng, 6, 8),)],
+    )
+
+
+def _multiples(rng: random.Random) -> Spec:
+    k, n = rng.randint(2, 9), rng.choice(("n", "count", "m"))
+    return Spec(
+        rng.choice((f"multiples_of_{k}", f"first_multiples_{k}", f"table_of_{k}")), f"{n}: int", "list[int]",
+        f"Return the first {n} positive multiples of {k}, in increasing order.",
+        (f"out = []\nfor i in range(1, {n} + 1):\n    out.append({k} * i)\nreturn out",
+         f"return [{k} * i for i in range(1, {n} + 1)]", f"return list(range({k}, {k} * {n} + 1, {k}))"),
+        [(4,), (0,), (1,), (rng.randint(5, 10),)],
+    )
+
+
+TEMPLATES = (
+    Template("factorial", "loops", "medium", _factorial),
+    Template("fib_like", "loops", "medium", _fib_like),
+    Template("count_div_either", "loops", "medium", _count_div_either),
+    Template("count_pairs", "loops", "hard", _count_pairs),
+    Template("join_range", "loops", "easy", _join_range),
+    Template("alternating_sum", "loops", "medium", _alternating_sum),
+    Template("multiples", "loops", "easy", _multiples),
+)
