@@ -13,7 +13,8 @@ Everything is deterministic by `SyntheticDataConfig.seed`: problem i uses RNGs s
 with fewer problems yields a prefix of the same problems.
 
 Modules: `spec` (what a template is), `templates` (the templates, a module per family), `mutate` (the mutation
-engine), `problems` (problem assembly), `splits` (labelling in the sandbox, train / valid / test).
+engine), `problems` (problem assembly), `program` (the program that grades a completion, in labelling and in
+evaluation alike), `splits` (labelling in the sandbox, train / valid / test).
 """
 
 from wmtp.data.synthetic.problems import GENERATOR_VERSION, Problem, generate_problems

@@ -8,6 +8,7 @@ import os
 from wmtp.config import SyntheticDataConfig
 from wmtp.data.records import Record
 from wmtp.data.synthetic.problems import Problem, generate_problems
+from wmtp.data.synthetic.program import check_program
 from wmtp.eval.sandbox import run_many
 
 # Generous: the programs are tiny, and a correct solution timing out on a loaded machine would change a label.
@@ -20,8 +21,8 @@ _LABEL_WORKERS = 4 * (os.cpu_count() or 1)
 
 
 def label_program(problem: Problem, completion: str) -> str:
-    """prompt + completion, then the hidden asserts: exit status 0 iff every test passes."""
-    return problem.prompt + completion.rstrip("\n") + "\n\n" + "\n".join(problem.tests) + "\n"
+    """The program whose exit status labels a completion of the problem (the one evaluation runs too)."""
+    return check_program(problem.prompt, completion, problem.tests)
 
 
 def _label(problems: list[Problem], *, timeout_s: float = _LABEL_TIMEOUT_S) -> list[Record]:

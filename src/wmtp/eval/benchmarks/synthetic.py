@@ -27,8 +27,10 @@ def unique_problems(records: list[Record]) -> list[Record]:
 
 
 def program(problem: Record, completion: str) -> str:
-    """prompt + completion, then the hidden asserts: exit code 0 iff every test passes."""
-    return problem.prompt + completion + "\n\n" + "\n".join(problem.tests or []) + "\n"
+    """The program labelling runs too (`check_program`): exit code 0 iff every hidden test passes."""
+    from wmtp.data.synthetic.program import check_program
+
+    return check_program(problem.prompt, completion, problem.tests or [])
 
 
 def problems_from_records(records: list[Record]) -> list[Problem]:
