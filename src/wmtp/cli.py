@@ -86,11 +86,11 @@ def memory(
 @app.command("score-ref")
 @_user_errors
 def score_ref(overrides: Overrides = None, config: ConfigOption = None) -> None:
-    """Score every train/valid record with weighting.rho1.reference into the Rho-1 reference-CE cache.
+    """Score every train/valid record with the weighting's reference (weighting.rho1.reference) into its CE cache.
 
     Resumable: shards already written are kept. Run it with the same config and overrides as the training.
     """
-    from wmtp.train.run import score_reference
+    from wmtp.weighting.reference_scores import score_reference
 
     cfg = load_config(config, overrides)
     directory, done = score_reference(cfg)

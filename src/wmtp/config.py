@@ -13,7 +13,19 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
+
+from wmtp.registry import method_class, weighting_class, weightings
 
 
 class ConfigError(ValueError):
@@ -120,104 +132,19 @@ class ModelConfig(_Strict):
         return self
 
 
-class Rho1Config(_Strict):
-    """Rho-1 excess-loss weighting (DESIGN §7; `wmtp.weighting.rho1`) and its reference model / CE cache."""
-
-    reference: str | None = Field(
-        None,
-        description="Reference model: a wmtp run or model directory (its head 1 = next-token logits), or an HF "
-        "causal LM (local path or hub name). Required when rho1 weights are used (also by its controls).",
-    )
-    reference_revision: str | None = Field(
-        None, description="Hub revision of an HF reference given by name (part of the cache key); None = main."
-    )
-    excess: Literal["signed", "abs"] = Field(
-        "abs",
-        description="excess[t,k] = ce[t,k] − ref_ce[t+k] (signed, Rho-1's original) or its absolute value (abs).",
-    )
-    transform: Literal["softmax_heads", "softmax_batch", "topk"] = Field(
-        "softmax_heads",
-        description="softmax_heads: softmax of excess/T over the valid heads at each t; softmax_batch: softmax "
-        "over all valid entries of the batch, rescaled to mean 1; topk: 1 for the top topk_percent, else 0.",
-    )
-    temperature: float = Field(1.0, gt=0, description="Softmax temperature T (softmax transforms only).")
-    min_ce_diff: float = Field(
-        0.0, ge=0, description="Entries with |excess| < min_ce_diff get weight exactly 0 (0 disables)."
-    )
-    topk_percent: float = Field(
-        60.0, gt=0, le=100, description="topk: percent of the batch's valid entries kept (Rho-1 used 60–70)."
-    )
-    ref_on_the_fly: bool = Field(
-        False,
-        description="Compute ref_ce with the reference model during training instead of reading the cache "
-        "written by `wmtp score-ref`.",
-    )
-    cache_dir: str | None = Field(
-        None, description="Root of reference-CE caches (one subdirectory per key); None = <data.cache_dir>/ref."
-    )
-    shard_records: int = Field(256, ge=1, description="Records per cache shard (the unit of resumption).")
-    score_batch_size: int = Field(16, ge=1, description="Records per reference forward when scoring.")
-
-
-class CriticConfig(_Strict):
-    """Verifiable-critic weighting (DESIGN §7; `wmtp.weighting.critic`): value head, TD/GAE weights, two stages."""
-
-    mode: Literal["abs_td", "exp_adv", "kstep"] = Field(
-        "abs_td",
-        description="Weight of (t,k) from target token j=t+k: abs_td = |δ_j| (the proposal); exp_adv = "
-        "min(exp(Â_j/β), w_max) with Â whitened by running moments (AWR); "
-        "kstep = |r + γ^k·V(s_{t+k}) − V(s_t)|.",
-    )
-    gamma: float = Field(1.0, gt=0, le=1, description="Discount γ per token.")
-    lam: float = Field(0.95, ge=0, le=1, description="GAE λ (stage-2 advantages and value targets).")
-    reward_correct: float = Field(1.0, description="Terminal reward of a correct solution (on its last token).")
-    reward_incorrect: float = Field(0.0, description="Terminal reward of an incorrect solution (0 or −1).")
-    reward_norm: Literal["none", "zscore"] = Field(
-        "none", description="zscore: standardise terminal rewards with the training records' mean and std."
-    )
-    beta: float = Field(1.0, gt=0, description="exp_adv temperature β.")
-    w_max: float = Field(20.0, gt=0, description="exp_adv cap on a raw weight.")
-    adv_momentum: float = Field(
-        0.99, ge=0, lt=1, description="exp_adv: momentum of the running advantage mean/variance."
-    )
-    value_head: Literal["linear", "mlp", "block"] = Field(
-        "block",
-        description="Value head on the trunk output z: RMSNorm then linear, a 2-layer MLP, or a causal transformer "
-        "block (a copy of the trunk's last block) then linear, which can pool evidence over the prefix.",
-    )
-    lr: float = Field(1e-3, gt=0, description="Value-head learning rate (stage 2 follows the main schedule's shape).")
-    pretrain_epochs: float = Field(0.5, ge=0, description="Stage 1 (critic pre-training) length in epochs.")
-    pretrain_target: Literal["mc", "lambda"] = Field(
-        "mc", description="Stage-1 value targets: Monte-Carlo returns or λ-returns."
-    )
-    pretrain_trunk_lr_scale: float = Field(
-        0.0, ge=0, description="Stage-1 trunk learning rate as a fraction of optim.lr (0 = trunk frozen)."
-    )
-    value_coef: float = Field(0.5, ge=0, description="Stage-2 weight of the value loss added to the MTP loss.")
-    value_clip: float | None = Field(
-        None, gt=0, description="Drift control: clip V within ±value_clip of the stage-1 critic (PPO-style)."
-    )
-    anchor_coef: float = Field(
-        0.1, ge=0, description="Drift control: coefficient of the MSE between V and the frozen stage-1 critic."
-    )
-    lm_on_incorrect: bool = Field(
-        True, description="Incorrect records carry LM loss (with their weights); false: weight 0 on them."
-    )
-
-
 class WeightingConfig(_Strict):
-    """How per-(t,k) weights are chosen and normalised (DESIGN §6–§7)."""
+    """How per-(t,k) weights are chosen and normalised (DESIGN §6–§7). Besides the fields below, every registered
+    weighting has a section `weighting.<name>` holding its own Config (wmtp.registry)."""
 
-    name: Literal["uniform", "rho1", "critic", "random", "shuffled"] = Field(
+    model_config = ConfigDict(extra="allow", validate_assignment=True, coerce_numbers_to_str=True)
+
+    name: str = Field(
         "uniform",
-        description="Weight function. random / shuffled are controls of `control_of`: its weights drawn i.i.d. "
-        "from their empirical distribution, or permuted, among the batch's valid entries.",
+        description="Weight function: a registered weighting (built in: uniform, rho1, critic, and the controls "
+        "random / shuffled of `control_of`: its weights drawn i.i.d. from their empirical distribution, or "
+        "permuted, among the batch's valid entries).",
     )
-    control_of: Literal["rho1", "critic"] = Field(
-        "rho1", description="The method whose weights the random / shuffled controls resample."
-    )
-    rho1: Rho1Config = Field(default_factory=Rho1Config, description="Settings of the rho1 weighting.")
-    critic: CriticConfig = Field(default_factory=CriticConfig, description="Settings of the critic weighting.")
+    control_of: str = Field("rho1", description="The weighting whose weights the random / shuffled controls resample.")
     normalize: Literal["mean", "per_position"] = Field(
         "mean",
         description="mean: mean weight over valid entries of the batch is 1; per_position: Σ_k w[t,k] equals "
@@ -229,6 +156,46 @@ class WeightingConfig(_Strict):
         None, description="λ_k per head (length H); None = all 1. Loss = Σ w·ce·λ_k / Σ_valid 1."
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _sections(cls, data: Any) -> Any:
+        """Validate `weighting.<name>` against the registered weighting's Config; default-fill the others."""
+        if not isinstance(data, dict):
+            return data
+        classes = weightings()
+        clash = sorted(set(classes) & set(cls.model_fields))
+        if clash:
+            raise ValueError(f"weighting(s) {clash} are registered under names of weighting's own keys")
+        out, errors = {}, []
+        for key, value in data.items():
+            if key in cls.model_fields:
+                out[key] = value
+            elif key not in classes:
+                errors.append(f"unknown key 'weighting.{key}': allowed keys are "
+                              + ", ".join(sorted({*cls.model_fields, *classes})))
+            else:
+                section = classes[key].Config
+                try:
+                    out[key] = value if isinstance(value, section) else section.model_validate(value or {})
+                except ValidationError as err:
+                    errors += _error_lines(err, ("weighting", key), section)
+        if errors:
+            raise ValueError("\n  ".join(errors))
+        for key, wcls in classes.items():
+            out.setdefault(key, wcls.Config())
+        return out
+
+    @field_validator("name", "control_of")
+    @classmethod
+    def _registered(cls, value: str, info: ValidationInfo) -> str:
+        classes = weightings()
+        if value not in classes:
+            raise ValueError(f"weighting.{info.field_name}={value!r} is not a registered weighting; "
+                             f"registered: {', '.join(classes)}")
+        if info.field_name == "control_of" and classes[value].is_control:
+            raise ValueError(f"weighting.control_of={value!r} is itself a control; name the weighting it resamples")
+        return value
+
     @model_validator(mode="after")
     def _check_clip(self) -> WeightingConfig:
         if self.clip_min is not None and self.clip_max is not None and self.clip_min > self.clip_max:
@@ -236,6 +203,21 @@ class WeightingConfig(_Strict):
         if self.head_coefs is not None and any(c < 0 for c in self.head_coefs):
             raise ValueError(f"weighting.head_coefs must be >= 0, got {self.head_coefs}")
         return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Sections of weightings the run does not use are left out while they hold their defaults, so that a
+        config (and its hash) does not change when another weighting is installed."""
+        out = handler(self)
+        used = {self.name, *([self.control_of] if weighting_class(self.name).is_control else [])}
+        for key, section in (self.__pydantic_extra__ or {}).items():
+            if key not in used and section == type(section)():
+                out.pop(key, None)
+        return out
+
+    def section(self, name: str) -> BaseModel:
+        """The Config of the registered weighting `name` (its defaults unless set)."""
+        return getattr(self, name)
 
 
 class OptimConfig(_Strict):
@@ -307,20 +289,7 @@ class RunConfig(_Strict):
             raise ValueError(
                 f"weighting.head_coefs has {len(coefs)} entries but model.n_heads={self.model.n_heads}"
             )
-        critic = self.weighting.name == "critic" or (
-            self.weighting.name in ("random", "shuffled") and self.weighting.control_of == "critic"
-        )
-        if critic and self.data.train_on != "all":
-            raise ValueError(
-                f"weighting.name={self.weighting.name} (critic) learns from correct and incorrect records: "
-                f"set data.train_on=all (got {self.data.train_on!r})"
-            )
-        if self.data.pack and critic:
-            raise ValueError(f"data.pack=true cannot be used with weighting.name={self.weighting.name} (critic): the "
-                             "critic needs one record (one reward) per row; set data.pack=false")
-        if self.data.pack and self.weighting.name != "uniform" and self.weighting.rho1.ref_on_the_fly:
-            raise ValueError("data.pack=true needs the cached reference CE (wmtp score-ref): the on-the-fly "
-                             "reference would attend across packed records; set weighting.rho1.ref_on_the_fly=false")
+        method_class(self.weighting.name, self.weighting.control_of).check_config(self)
         return self
 
 
@@ -369,21 +338,22 @@ def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return out
 
 
-def _format_error(err: ValidationError) -> str:
+def _error_lines(err: ValidationError, prefix: tuple = (), root: type[BaseModel] | None = None) -> list[str]:
+    """One line per error of `err`, raised by `root` (default RunConfig) at the config path `prefix`."""
     lines = []
     for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"]) or "<root>"
+        key = ".".join(str(p) for p in (*prefix, *e["loc"])) or "<root>"
         if e["type"] == "extra_forbidden":
-            lines.append(f"unknown key {key!r}: {_allowed_keys(e['loc'])}")
+            lines.append(f"unknown key {key!r}: {_allowed_keys(e['loc'], root or RunConfig)}")
         elif e["type"] == "value_error":  # our validators already name the keys involved
             lines.append(str(e["ctx"]["error"]))
         else:
             lines.append(f"{key}: {e['msg']} (got {e.get('input')!r})")
-    return "invalid config:\n  " + "\n  ".join(lines)
+    return lines
 
 
-def _allowed_keys(loc: tuple) -> str:
-    model: type[BaseModel] = RunConfig
+def _allowed_keys(loc: tuple, root: type[BaseModel]) -> str:
+    model = root
     for part in loc[:-1]:
         field = model.model_fields.get(str(part))
         if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
@@ -397,7 +367,7 @@ def validate(tree: dict[str, Any]) -> RunConfig:
     try:
         return RunConfig.model_validate(tree)
     except ValidationError as err:
-        raise ConfigError(_format_error(err)) from None
+        raise ConfigError("invalid config:\n  " + "\n  ".join(_error_lines(err))) from None
 
 
 def load_config(source: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:

@@ -26,11 +26,7 @@ from typing import Any
 from wmtp.analysis.runs import HEADS_FILE
 from wmtp.config import ConfigError, RunConfig, apply_overrides, load_config, validate
 from wmtp.train.run_dir import read_metrics
-from wmtp.weighting.registry import uses_reference
-
-# Settings a method needs besides weighting.name (the critic learns from incorrect records too).
-METHOD_OVERRIDES: dict[str, tuple[str, ...]] = {"critic": ("data.train_on=all",)}
-SECTION_OF_METHOD = {"rho1": "rho1", "critic": "critic"}
+from wmtp.registry import method_class, weighting_class, weightings
 
 
 @dataclass(frozen=True)
@@ -77,12 +73,29 @@ def parse_grid(items: list[str]) -> dict[str, list[str]]:
     return grid
 
 
+def method_sections(method: str, control_of: str) -> set[str]:
+    """The `weighting.<section>` settings a method reads: its own, and for a control those of `control_of`."""
+    return {method, control_of} if weighting_class(method).is_control else {method}
+
+
+def method_overrides(method: str, control_of: str) -> list[str]:
+    """Settings a method needs besides weighting.name, from its declarations (e.g. the critic's train_on=all)."""
+    train_on = method_class(method, control_of).train_on
+    return [f"data.train_on={train_on}"] if train_on is not None else []
+
+
 def _applies(key: str, method: str, control_of: str) -> bool:
     """A grid key under weighting.<section>. varies only the methods that use that section."""
-    for name, section in SECTION_OF_METHOD.items():
+    for section in weightings():
         if key.startswith(f"weighting.{section}."):
-            return method == name or (method in ("random", "shuffled") and control_of == name)
+            return section in method_sections(method, control_of)
     return True
+
+
+def reads_reference(cfg: RunConfig) -> str | None:
+    """The section whose `reference` the run's weighting reads (uses_reference), else None."""
+    cls = method_class(cfg.weighting.name, cfg.weighting.control_of)
+    return cls.name if cls.uses_reference else None
 
 
 def plan_sweep(
@@ -104,6 +117,10 @@ def plan_sweep(
     out_dir, grid = Path(out_dir).resolve(), grid or {}  # absolute: runs name their base and reference by path
     if not methods:
         raise ConfigError("--methods is empty; give e.g. uniform,critic,rho1")
+    unknown = [m for m in methods if m not in weightings()]
+    if unknown:
+        raise ConfigError(f"--methods {', '.join(unknown)}: not a registered weighting; registered: "
+                          f"{', '.join(weightings())}")
     overrides = [*overrides, "train.progress=false"]  # workers print one line per run, not bars
     base = load_config(config, [*overrides, f"run_dir={out_dir / 'reference'}"])
     shared = None
@@ -126,15 +143,16 @@ def plan_sweep(
             for point in _product([grid[k] for k in keys]):
                 chosen = [f"{k}={v}" for k, v in zip(keys, point)]
                 name = "-".join([method, *(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in zip(keys, point))])
-                extra = [f"weighting.name={method}", *METHOD_OVERRIDES.get(method, ()), *chosen, f"seed={seed}",
-                         f"run_dir={out_dir / name / f'seed{seed}'}"]
+                extra = [f"weighting.name={method}", *method_overrides(method, base.weighting.control_of), *chosen,
+                         f"seed={seed}", f"run_dir={out_dir / name / f'seed{seed}'}"]
                 cfg = load_config(config, [*overrides, *extra])
-                if uses_reference(cfg.weighting) and cfg.weighting.rho1.reference is None:
+                section = reads_reference(cfg)
+                if section is not None and cfg.weighting.section(section).reference is None:
                     cfg = validate(apply_overrides(cfg.model_dump(mode="json"),
-                                                   [f"weighting.rho1.reference={reference_dir}"]))
+                                                   [f"weighting.{section}.reference={reference_dir}"]))
                 runs.append(SweepRun(f"{name}/seed{seed}", method, seed, cfg))
-    needs_reference = any(uses_reference(r.cfg.weighting) and Path(r.cfg.weighting.rho1.reference) == reference_dir
-                          for r in runs)
+    needs_reference = any(Path(r.cfg.weighting.section(s).reference) == reference_dir
+                          for r in runs if (s := reads_reference(r.cfg)) is not None)
     reference = None
     if needs_reference:
         reference = validate(apply_overrides(base.model_dump(mode="json"), [
@@ -226,7 +244,7 @@ def _summary(cfg: RunConfig) -> dict[str, Any]:
 def _score_reference(tree: dict[str, Any], *, threads: int) -> dict[str, Any]:
     import torch
 
-    from wmtp.train.run import score_reference
+    from wmtp.weighting.reference_scores import score_reference
 
     torch.set_num_threads(threads)
     directory, done = score_reference(validate(tree))
@@ -268,7 +286,7 @@ def run_sweep(
     if plan.reference is not None:
         scoring = {}
         for r in plan.runs:
-            if uses_reference(r.cfg.weighting):
+            if reads_reference(r.cfg) is not None:
                 scoring.setdefault(r.cfg.data.model_dump_json(), r.cfg.model_dump(mode="json"))
         _run_jobs([(f"score-ref {i}", _score_reference, (tree,), {"threads": threads})
                    for i, tree in enumerate(scoring.values())], workers=1, emit=emit, results=results)

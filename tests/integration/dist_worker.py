@@ -30,7 +30,7 @@ class SharpCEWeight(UniformWeight):
 
     needs_ce = True
 
-    def __call__(self, batch, valid, ce):
+    def weights(self, batch, valid, ce, outputs):
         return ce.pow(8) * valid
 
 

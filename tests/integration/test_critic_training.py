@@ -103,7 +103,7 @@ def test_two_stages_write_their_rows(full_run):
     run_dir, trainer = full_run
     rows = comparable_rows(run_dir)
     kinds = [r["kind"] for r in rows]
-    assert trainer.critic_stage.n_steps == 4 and trainer.critic_stage.step == 4 and trainer.step == 5
+    assert trainer.weight_fn.stage_steps == 4 and trainer.weight_fn.stage_step == 4 and trainer.step == 5
     assert kinds.count("critic_train") == 4 and kinds.count("train") == 5
     assert kinds.index("critic_train") < kinds.index("train")  # stage 1 first
     first_eval = next(r for r in rows if r["kind"] == "eval")
@@ -124,21 +124,21 @@ def test_resume_in_either_stage_continues_exactly(tmp_path, full_run, crash_afte
     assert resumed.resume()
     resumed.train()
     assert comparable_rows(tmp_path / "resumed") == comparable_rows(full_dir)
-    assert resumed.critic_stage.critic.moments.state_dict() == full.critic_stage.critic.moments.state_dict()
+    assert resumed.weight_fn.moments.state_dict() == full.weight_fn.moments.state_dict()
     for (name, a), (_, b) in zip(full.model.state_dict().items(), resumed.model.state_dict().items()):
         assert torch.equal(a, b), name
 
 
 def test_validation_changes_no_state(tmp_path):
     trainer = make_trainer(make_cfg(tmp_path / "run", "weighting.critic.pretrain_epochs=0"))
-    trainer.critic_stage.run(lambda _: None)  # the anchor of an untrained critic
+    trainer.weight_fn.pre_train(lambda _: None)  # the anchor of an untrained critic
     trainer.train_step()
     params = {k: v.clone() for k, v in trainer.model.state_dict().items()}
-    moments = dict(trainer.critic_stage.critic.moments.state_dict())
+    moments = dict(trainer.weight_fn.moments.state_dict())
     state, rng = trainer.state_dict(), torch.get_rng_state()
     row = trainer.validate()
     assert row["kind"] == "eval" and "val_drift" in row
-    assert trainer.critic_stage.critic.moments.state_dict() == moments and trainer.state_dict() == state
+    assert trainer.weight_fn.moments.state_dict() == moments and trainer.state_dict() == state
     assert all(torch.equal(params[k], v) for k, v in trainer.model.state_dict().items())
     assert torch.equal(rng, torch.get_rng_state())
 
@@ -199,5 +199,5 @@ def test_stage1_critic_separates_correct_from_incorrect_when_the_evidence_is_lea
         valid_data=bug_records(60, seed=2, prefix="v"), pad_id=0, run_dir=Path(cfg.run_dir),
     )
     assert trainer.validate(lm=False)["val_auc_last"] == 0.5  # V ≡ 0 before training: all ties
-    trainer.critic_stage.run(lambda _: None)
+    trainer.weight_fn.pre_train(lambda _: None)
     assert trainer.validate(lm=False)["val_auc_last"] > 0.8

@@ -19,10 +19,11 @@ from wmtp.data.collate import encode_records
 from wmtp.data.dataset import prepare_data
 from wmtp.data.tokenizer import load_tokenizer
 from wmtp.model.checkpoints import load_model_dir, save_model_dir
-from wmtp.train.run import build_run, reference_cache_key, score_reference, train_run
+from wmtp.train.run import build_run, train_run
 from wmtp.train.run_dir import read_metrics
 from wmtp.weighting.ref_cache import RefCacheError, read_cache
 from wmtp.weighting.reference import ReferenceScorer, TokenizerMismatchError, resolve_reference
+from wmtp.weighting.reference_scores import reference_cache_key, score_reference
 
 runner = CliRunner()
 
@@ -213,7 +214,8 @@ def test_a_control_run_resumes_exactly(tmp_path):
     from wmtp.data.collate import EncodedRecord
     from wmtp.model.mtp import MTPModel
     from wmtp.train.trainer import Trainer
-    from wmtp.weighting.registry import build_weight_fn
+    from wmtp.registry import build_weight_fn
+    from wmtp.weighting.base import WeightFn
 
     rng = random.Random(0)
     records = []
@@ -226,7 +228,7 @@ def test_a_control_run_resumes_exactly(tmp_path):
     class Killed(Exception):
         pass
 
-    class DiesAtStep:
+    class DiesAtStep(WeightFn):
         """The control, killed as optimizer step `kill_at` (0-based) begins."""
 
         def __init__(self, fn, kill_at):
@@ -237,11 +239,11 @@ def test_a_control_run_resumes_exactly(tmp_path):
                 raise Killed
             self.fn.begin_step(step)
 
-        def __call__(self, batch, valid, ce):
-            return self.fn(batch, valid, ce)
+        def weights(self, batch, valid, ce, outputs):
+            return self.fn.weights(batch, valid, ce, outputs)
 
-        def last_stats(self):
-            return self.fn.last_stats()
+        def stats(self):
+            return self.fn.stats()
 
     def make(run_dir, kill_at=None):
         cfg = load_config(None, [

@@ -71,11 +71,11 @@ class CrashAfter(UniformWeight):
     def __init__(self, n: int):
         self.calls, self.n = 0, n
 
-    def __call__(self, batch, valid, ce):
+    def weights(self, batch, valid, ce, outputs):
         self.calls += 1
         if self.calls > self.n:
             raise KeyboardInterrupt("simulated kill")
-        return super().__call__(batch, valid, ce)
+        return super().weights(batch, valid, ce, outputs)
 
 
 def comparable_rows(run_dir: Path) -> list[dict]:
@@ -119,7 +119,7 @@ def test_validation_changes_no_state(tmp_path):
 
 
 class NaNWeight(UniformWeight):
-    def __call__(self, batch, valid, ce):
+    def weights(self, batch, valid, ce, outputs):
         return torch.full(valid.shape, float("nan"))
 
 
@@ -148,7 +148,7 @@ def captured_grads(trainer: Trainer) -> dict[str, torch.Tensor]:
 class PositionWeight(UniformWeight):
     """Later positions weigh more: non-uniform, so `mean` normalisation must span the whole step."""
 
-    def __call__(self, batch, valid, ce):
+    def weights(self, batch, valid, ce, outputs):
         return valid.float() * (1.0 + torch.arange(valid.shape[1], dtype=torch.float32))[None, :, None]
 
 
@@ -157,7 +157,7 @@ class CEWeight(UniformWeight):
 
     needs_ce = True
 
-    def __call__(self, batch, valid, ce):
+    def weights(self, batch, valid, ce, outputs):
         return ce * valid
 
 

@@ -53,3 +53,13 @@ def tiny_model(n_heads=3, *, head1=True, d_model=32, n_layers=2, seed=0, init_st
         tie_embeddings=tie,
     )
     return MTPModel.from_config(cfg, vocab_size=vocab, pad_id=0, bos_id=1, eos_id=2)
+
+
+@torch.no_grad()
+def evaluate_ce(model, batch, *, chunk_tokens):
+    """(ce Float[B,T,H], valid Bool[B,T,H]) of every head on a batch, touching no gradient or state."""
+    from wmtp.train.step import batch_targets, heads_ce
+
+    targets, valid = batch_targets(batch, model.n_heads)
+    z, ctx = model.trunk_forward(batch["input_ids"], batch["attention_mask"], batch.get("segment_ids"))
+    return heads_ce(model, z, ctx, targets, valid, chunk_tokens=chunk_tokens), valid

@@ -7,14 +7,15 @@ import random
 import pytest
 import torch
 
-from wmtp.config import Rho1Config, WeightingConfig, load_config
+from wmtp.config import WeightingConfig, load_config
 from wmtp.data.collate import EncodedRecord, collate
 from wmtp.model.loss import mtp_targets
 from wmtp.model.mtp import MTPModel
 from wmtp.train.step import forward_backward
 from wmtp.weighting.controls import ControlWeight, control_generator, random_weights, shuffled_weights
-from wmtp.weighting.registry import build_weight_fn
-from wmtp.weighting.rho1 import Rho1Weight
+from wmtp.registry import build_weight_fn
+from wmtp.weighting.base import WeightFn
+from wmtp.weighting.rho1 import Rho1Config, Rho1Weight
 from wmtp.weighting.uniform import UniformWeight
 
 VOCAB = 61
@@ -63,13 +64,11 @@ def test_generator_depends_on_seed_step_and_micro_batch():
     assert len({tuple(v) for v in draws.values()}) == len(draws)
 
 
-class FixedWeight:
-    needs_ce = False
-
+class FixedWeight(WeightFn):
     def __init__(self, w):
         self.w = w
 
-    def __call__(self, batch, valid, ce):
+    def weights(self, batch, valid, ce, outputs):
         return self.w
 
 
@@ -77,16 +76,16 @@ def test_control_weight_follows_the_step_not_the_number_of_calls():
     w, valid = make_weights(0)
     a = ControlWeight(FixedWeight(w), mode="shuffled", seed=3)
     a.begin_step(5)
-    first = [a({}, valid, None), a({}, valid, None)]  # two micro-batches of step 5
+    first = [a.weights({}, valid, None, {}), a.weights({}, valid, None, {})]  # two micro-batches of step 5
     a.begin_step(6)
-    a({}, valid, None)
+    a.weights({}, valid, None, {})
     resumed = ControlWeight(FixedWeight(w), mode="shuffled", seed=3)  # a resumed run starts at step 5
     resumed.begin_step(5)
-    assert torch.equal(resumed({}, valid, None), first[0]) and torch.equal(resumed({}, valid, None), first[1])
+    assert torch.equal(resumed.weights({}, valid, None, {}), first[0]) and torch.equal(resumed.weights({}, valid, None, {}), first[1])
     assert not torch.equal(first[0], first[1])
     other_seed = ControlWeight(FixedWeight(w), mode="shuffled", seed=4)
     other_seed.begin_step(5)
-    assert not torch.equal(other_seed({}, valid, None), first[0])
+    assert not torch.equal(other_seed.weights({}, valid, None, {}), first[0])
 
 
 def test_registry_builds_controls_of_rho1():

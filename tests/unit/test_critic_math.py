@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from wmtp.weighting.critic import auc, explained_variance, gae, kstep_td, terminal_rewards
+from wmtp.weighting.critic_math import auc, explained_variance, gae, kstep_td, terminal_rewards
 
 GAMMAS = [1.0, 0.9, 0.5]
 LAMS = [0.0, 0.5, 0.95, 1.0]

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from oracles import tiny_model
-from wmtp.config import CriticConfig, WeightingConfig
+from wmtp.config import WeightingConfig
 from wmtp.model.loss import mtp_targets
 from wmtp.train.step import forward_backward
-from wmtp.weighting.critic import CriticEval, CriticWeight, gae
+from wmtp.weighting.critic import CriticConfig, CriticEval, CriticWeight, gae
 
 
 def make_batch(seed: int = 0, B: int = 4, T: int = 12, H: int = 3):
@@ -55,7 +55,7 @@ def naive_delta(batch, gamma, rc=1.0, ri=0.0):
 def test_abs_td_weight_of_t_k_is_abs_delta_of_target_token(gamma):
     batch, valid = make_batch()
     critic = CriticWeight(CriticConfig(mode="abs_td", gamma=gamma), reward_rate=0.5)
-    w = critic(batch, valid, None)
+    w = critic.weights(batch, valid, None, {"values": batch["values"]})
     delta = naive_delta(batch, gamma)
     B, T, H = valid.shape
     for b in range(B):
@@ -69,7 +69,7 @@ def test_exp_adv_whitens_with_running_moments_and_caps():
     batch, valid = make_batch(seed=1)
     cfg = CriticConfig(mode="exp_adv", beta=0.5, w_max=3.0, lam=0.9)
     critic = CriticWeight(cfg, reward_rate=0.5)
-    w = critic(batch, valid, None)
+    w = critic.weights(batch, valid, None, {"values": batch["values"]})
     mask = batch["loss_mask"]
     adv, _ = gae(critic.rewards(batch), batch["values"], mask, cfg.gamma, cfg.lam)
     a = adv[mask].double()
@@ -86,7 +86,9 @@ def test_exp_adv_whitens_with_running_moments_and_caps():
 
 def test_kstep_mode_and_lm_on_incorrect_switch():
     batch, valid = make_batch(seed=2)
-    w = CriticWeight(CriticConfig(mode="kstep", lm_on_incorrect=False), reward_rate=0.5)(batch, valid, None)
+    w = CriticWeight(CriticConfig(mode="kstep", lm_on_incorrect=False), reward_rate=0.5).weights(
+        batch, valid, None, {"values": batch["values"]}
+    )
     assert torch.all(w[batch["is_correct"] == 0] == 0)
     assert torch.all(w >= 0) and w[valid].gt(0).any()
     delta = naive_delta(batch, 1.0)
@@ -159,7 +161,7 @@ def test_no_gradient_reaches_the_weights():
         _, valid = mtp_targets(batch["input_ids"], batch["loss_mask"], batch["attention_mask"], 3)
         out = forward_backward(
             model, batch, weight_fn=critic, wcfg=WeightingConfig(name="critic"), n_valid_step=int(valid.sum()),
-            chunk_tokens=16, critic=critic, value_positions_step=int(batch["loss_mask"].sum()),
+            chunk_tokens=16, n_tokens_step=int(batch["loss_mask"].sum()),
         )
         assert out.weights.grad_fn is None and not out.weights.requires_grad
         grads = [p.grad for p in model.value_head.parameters()]
@@ -171,7 +173,7 @@ def test_no_gradient_reaches_the_weights():
 def test_evaluation_leaves_running_moments_unchanged():
     batch, valid = make_batch(seed=4)
     critic = CriticWeight(CriticConfig(mode="exp_adv"), reward_rate=0.5)
-    critic(batch, valid, None)
+    critic.weights(batch, valid, None, {"values": batch["values"]})
     before = dict(critic.moments.state_dict())
     acc = CriticEval()
     critic.accumulate_eval(acc, batch["values"], batch)

@@ -12,10 +12,11 @@ import torch.nn.functional as F
 
 from wmtp.config import WeightingConfig
 from wmtp.model.loss import linear_ce, mtp_targets, reduce_weighted, weighted_linear_ce
-from wmtp.train.step import evaluate_ce, forward_backward, raw_step_weights
+from wmtp.train.step import forward_backward, raw_step_weights
+from wmtp.weighting.base import WeightFn
 from wmtp.weighting.uniform import UniformWeight
 
-from oracles import naive_normalize, tiny_model
+from oracles import evaluate_ce, naive_normalize, tiny_model
 
 V = 97
 
@@ -381,7 +382,7 @@ def test_h1_mtp_loss_equals_trunk_causal_lm_loss():
 # ---- forward_backward ----------------------------------------------------------------------------
 
 
-class CEWeight:
+class CEWeight(WeightFn):
     """A ce-dependent weight fn: larger weight for harder tokens, varying over heads."""
 
     needs_ce = True
@@ -389,14 +390,14 @@ class CEWeight:
     def __init__(self):
         self.seen_ce = None
 
-    def __call__(self, batch, valid, ce):
+    def weights(self, batch, valid, ce, outputs):
         assert ce is not None
         self.seen_ce = ce.clone()
         H = ce.shape[-1]
         return (ce + 0.1) * torch.linspace(1.0, 0.3, H)
 
 
-class GradCarryingWeight:
+class GradCarryingWeight(WeightFn):
     """Weights that (wrongly, for a WeightFn) carry a graph to the model's parameters."""
 
     needs_ce = True
@@ -404,7 +405,7 @@ class GradCarryingWeight:
     def __init__(self, model, extra):
         self.model, self.extra = model, extra
 
-    def __call__(self, batch, valid, ce):
+    def weights(self, batch, valid, ce, outputs):
         scale = 1.0 + self.model.unembed.pow(2).mean() + self.extra.sum()
         return (ce + 0.5) * scale
 
@@ -550,13 +551,14 @@ def test_forward_backward_mean_normalisation_is_over_the_global_batch():
     _, valid = naive_targets(batch["input_ids"], batch["loss_mask"], batch["attention_mask"], 3)
     n_valid = int(valid.sum())
 
-    class RowWeight:  # records judged correct weigh 3× more
+    class RowWeight(WeightFn):  # records judged correct weigh 3× more
         needs_ce = False
 
-        def __call__(self, b, v, ce):
+        def weights(self, b, v, ce, outputs):
             return v.float() * (1.0 + 2.0 * b["is_correct"])[:, None, None]
 
-    ref_loss, ref_grads, *_ = _naive_step(model, batch, RowWeight(), WeightingConfig(), n_valid)
+    ref_loss, ref_grads, *_ = _naive_step(model, batch, lambda b, v, ce: RowWeight().weights(b, v, ce, {}),
+                                          WeightingConfig(), n_valid)
     model.zero_grad(set_to_none=True)
     micro = [{k: v[rows] for k, v in batch.items()} for rows in (slice(0, 1), slice(1, 4))]
     raws = [raw_step_weights(model, mb, weight_fn=RowWeight(), chunk_tokens=16) for mb in micro]

@@ -5,11 +5,10 @@ import random
 import pytest
 import torch
 
-from oracles import tiny_model
+from oracles import evaluate_ce, tiny_model
 from wmtp.data.collate import EncodedRecord, collate, pack_records
 from wmtp.model.loss import mtp_targets
 from wmtp.model.mtp import packed_positions_and_mask
-from wmtp.train.step import evaluate_ce
 
 
 def _records(n, *, seed=0, vocab=97, min_len=4, max_len=20):

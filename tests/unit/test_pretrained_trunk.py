@@ -8,12 +8,12 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 from typer.testing import CliRunner
 
+from oracles import evaluate_ce
 from wmtp.cli import app
 from wmtp.data.tokenizer import train_tokenizer
 from wmtp.model.checkpoints import load_model_dir, save_model_dir
 from wmtp.model.hf_export import export_head1
 from wmtp.model.mtp import MTPModel
-from wmtp.train.step import evaluate_ce
 
 
 def test_local_pretrained_trunk(tmp_path):

@@ -8,10 +8,9 @@ import math
 import pytest
 import torch
 
-from wmtp.config import Rho1Config
 from wmtp.data.collate import EncodedRecord, collate
 from wmtp.model.loss import mtp_targets
-from wmtp.weighting.rho1 import Rho1Weight, rho1_weights
+from wmtp.weighting.rho1 import Rho1Config, Rho1Weight, rho1_weights
 
 
 def oracle(ce, ref_ce, valid, *, excess, temperature, min_ce_diff, transform, topk_percent):
@@ -163,7 +162,7 @@ def test_alignment_through_collate_and_the_weight_fn():
     valid = mtp_targets(batch["input_ids"], batch["loss_mask"], batch["attention_mask"], H)[1]
     ce = torch.where(valid, torch.full(valid.shape, 5.0), 0.0)
     fn = Rho1Weight(Rho1Config(excess="signed", transform="topk", topk_percent=100 * 2 / int(valid.sum())))
-    w = fn(batch, valid, ce)
+    w = fn.weights(batch, valid, ce, {})
     j = 2 + 3  # token 3 of the short record, in column 5 after two pads
     assert w[0].nonzero().tolist() == [[j - 2, 1], [j - 1, 0]] and w[1].sum() == 0
 
@@ -172,9 +171,9 @@ def test_weight_fn_stats_and_missing_reference():
     ce, ref_ce, valid = make_inputs(3)
     fn = Rho1Weight(Rho1Config(excess="signed", min_ce_diff=0.5))
     fn.begin_step(0)
-    fn({"ref_ce": ref_ce}, valid, ce)
-    fn({"ref_ce": ref_ce}, valid, ce)  # a second micro-batch of the same step: same means
-    stats = fn.last_stats()
+    fn.weights({"ref_ce": ref_ce}, valid, ce, {})
+    fn.weights({"ref_ce": ref_ce}, valid, ce, {})  # a second micro-batch of the same step: same means
+    stats = fn.stats()
     for k in range(3):
         x = [float(ce[b, t, k]) - float(ref_ce[b, t + k + 1]) for b, t in itertools.product(range(3), range(7))
              if valid[b, t, k]]  # fmt: skip
@@ -183,9 +182,9 @@ def test_weight_fn_stats_and_missing_reference():
              and abs(float(ce[e]) - float(ref_ce[e[0], e[1] + e[2] + 1])) < 0.5]  # fmt: skip
     assert stats["excess_frac_below_min"] == pytest.approx(len(below) / int(valid.sum()))
     fn.begin_step(1)
-    assert fn.last_stats() == {}
+    assert fn.stats() == {}
     with pytest.raises(RuntimeError, match="score-ref"):
-        fn({}, valid, ce)
+        fn.weights({}, valid, ce, {})
 
 
 def test_on_the_fly_scorer_is_used_when_the_batch_has_no_ref_ce():
@@ -197,9 +196,9 @@ def test_on_the_fly_scorer_is_used_when_the_batch_has_no_ref_ce():
         return ref_ce
 
     cfg = Rho1Config(transform="softmax_batch")
-    w = Rho1Weight(cfg, scorer=scorer)({"input_ids": torch.zeros(3, 7), "attention_mask": None}, valid, ce)
+    w = Rho1Weight(cfg, scorer=scorer).weights({"input_ids": torch.zeros(3, 7), "attention_mask": None}, valid, ce, {})
     assert calls == [(3, 7)]
-    torch.testing.assert_close(w, Rho1Weight(cfg)({"ref_ce": ref_ce}, valid, ce))
+    torch.testing.assert_close(w, Rho1Weight(cfg).weights({"ref_ce": ref_ce}, valid, ce, {}))
 
 
 def test_output_is_detached_and_nan_at_invalid_entries_is_ignored():

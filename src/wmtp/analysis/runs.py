@@ -13,13 +13,11 @@ from typing import Any
 
 import yaml
 
+from wmtp.registry import weightings
 from wmtp.train.run_dir import read_metrics
 
-# Settings that say where or how visibly a run ran, not what it computed.
-IGNORED_KEYS = {"seed", "run_dir", "train.progress", "train.device", "data.cache_dir", "weighting.rho1.cache_dir"}
-WEIGHTING_SECTIONS = ("rho1", "critic")
-# Settings a weighting fixes for itself (the critic learns from incorrect records too): part of the method.
-IMPLIED_BY_METHOD = {"critic": {"data.train_on"}}
+# Settings that say where or how visibly a run ran, not what it computed (and each weighting's `report_ignores`).
+IGNORED_KEYS = {"seed", "run_dir", "train.progress", "train.device", "data.cache_dir"}
 HEADS_FILE = "analysis/heads.json"
 
 
@@ -133,14 +131,29 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def ignored_keys() -> set[str]:
+    """IGNORED_KEYS and every registered weighting's `report_ignores` fields."""
+    return IGNORED_KEYS | {f"weighting.{name}.{key}" for name, cls in weightings().items() for key in cls.report_ignores}
+
+
+def implied_by_method(method: str) -> set[str]:
+    """Settings a weighting fixes for itself (its declared `train_on`, e.g. the critic's): part of the method."""
+    cls = weightings().get(method)
+    return {"data.train_on"} if cls is not None and cls.train_on is not None else set()
+
+
 def _relevant(run: RunData) -> dict[str, Any]:
-    """The run's settings minus where it ran and minus the sections of weightings it does not use."""
-    own = {run.method, run.config["weighting"].get("control_of")} if run.method in ("random", "shuffled") else {run.method}
+    """The run's settings minus where it ran and minus the sections of weightings it does not use (the sections are
+    the mappings under `weighting`)."""
+    weighting = run.config["weighting"]
+    cls = weightings().get(run.method)
+    own = {run.method, weighting.get("control_of")} if cls is not None and cls.is_control else {run.method}
+    sections = {k for k, v in weighting.items() if isinstance(v, dict)}
     return {
         k: v
         for k, v in flatten(run.config).items()
-        if k not in IGNORED_KEYS | IMPLIED_BY_METHOD.get(run.method, set())
-        and not any(k.startswith(f"weighting.{s}.") and s not in own for s in WEIGHTING_SECTIONS)
+        if k not in ignored_keys() | implied_by_method(run.method)
+        and not any(k.startswith(f"weighting.{s}.") and s not in own for s in sections)
     }
 
 
@@ -179,5 +192,5 @@ def _baseline(variant: Variant, variants: list[Variant]) -> Variant | None:
 
 
 def _outside_weighting(run: RunData) -> dict[str, Any]:
-    implied = set().union(*IMPLIED_BY_METHOD.values())
+    implied = set().union(*(implied_by_method(name) for name in weightings()))
     return {k: v for k, v in _relevant(run).items() if not k.startswith("weighting.") and k not in implied}

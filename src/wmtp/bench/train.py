@@ -208,20 +208,17 @@ def measure_variant(params: dict[str, Any]) -> dict[str, Any]:
     cfg = _model_config(d_model=params["d_model"], n_layers=params["n_layers"], n_heads=params["n_heads"],
                         seq=params["seq"])  # fmt: skip
     model = MTPModel.from_config(cfg, vocab_size=params["vocab"], pad_id=0, bos_id=1, eos_id=2).train()
-    if params["weighting"] == "critic":
-        from wmtp.config import CriticConfig
-
-        model.attach_value_head(CriticConfig().value_head)  # the default head (a transformer block)
-    optimizer = build_optimizer(model, OptimConfig())
+    weight_fn = _weight_fn(params["weighting"])
+    weight_fn.attach(model)  # e.g. the critic's default value head (a transformer block)
+    optimizer = build_optimizer(model, OptimConfig(), extra_groups=weight_fn.param_groups(model))
     B, T = params["batch"], params["seq"]
     ids = torch.randint(0, params["vocab"], (B, T))
     batch = {"input_ids": ids, "loss_mask": torch.ones(B, T, dtype=torch.bool),
              "attention_mask": torch.ones(B, T, dtype=torch.bool),
              "is_correct": (torch.arange(B) % 2).float()}  # fmt: skip
-    if params["weighting"] == "rho1":
+    if weight_fn.uses_reference:
         # a cached reference: its CE of each token is just another batch tensor during the step
         batch["ref_ce"] = torch.rand(B, T) * 4
-    weight_fn = _weight_fn(params["weighting"])
     loss_fn = (lambda m, b: _ours_step(m, b, weight_fn)) if params["mode"] == "ours" else _naive_step
 
     times, cpu_times, losses, rss_state_mb = [], [], [], None
@@ -288,7 +285,7 @@ def _weight_fn(name: str):
     """The WeightFn of `weighting.name` with its default settings (rho1 reads the batch's ref_ce; the critic's
     value loss joins the step as in stage 2, without an anchor)."""
     from wmtp.config import WeightingConfig
-    from wmtp.weighting.registry import build_weight_fn
+    from wmtp.registry import build_weight_fn
 
     return build_weight_fn(WeightingConfig(name=name))
 
@@ -296,13 +293,12 @@ def _weight_fn(name: str):
 def _ours_step(model, batch, weight_fn) -> float:
     """forward_backward: Meta's sequential per-head backward, fused chunked CE."""
     from wmtp.config import WeightingConfig
-    from wmtp.train.critic_stage import critic_of
     from wmtp.train.step import batch_targets, forward_backward
 
     _, valid = batch_targets(batch, model.n_heads)
     result = forward_backward(model, batch, weight_fn=weight_fn, wcfg=WeightingConfig(),
                               n_valid_step=int(valid.sum()), chunk_tokens=_chunk_tokens(),
-                              critic=critic_of(weight_fn), value_positions_step=int(batch["loss_mask"].sum()))  # fmt: skip
+                              n_tokens_step=int(batch["loss_mask"].sum()))  # fmt: skip
     return result.loss
 
 

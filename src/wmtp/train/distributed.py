@@ -11,7 +11,8 @@ With world size W > 1 (set by torchrun):
   so the sum over ranks is the gradient of the global loss.
 - each rank takes a contiguous slice of every global micro-batch (train.batch_size records); the step's valid
   count and weight total are all-reduced, so weights and their normalisation are those of the global batch.
-World size 1 never calls into this module (the trainer keeps its single-process path).
+World size 1 is the degenerate case of the same path (as degree-1 FSDP is a no-op in torchtitan): `Distributed`
+with one rank shards nothing, reduces nothing, and writes the single-process checkpoint layout of train/state.py.
 """
 
 from __future__ import annotations
@@ -33,7 +34,15 @@ from transformers import PreTrainedTokenizerBase
 from wmtp.config import ConfigError, DistributedConfig
 from wmtp.model.checkpoints import META_FILE, build_from_meta, model_meta, save_model_dir
 from wmtp.model.mtp import MTPModel
-from wmtp.train.state import MANIFEST, rng_state, set_rng_state, sha256_file, verify_checkpoint
+from wmtp.train.state import (
+    MANIFEST,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+    sha256_file,
+    verify_checkpoint,
+)
 
 DCP_METADATA = ".metadata"  # written by torch.distributed.checkpoint; marks a sharded checkpoint
 
@@ -45,15 +54,19 @@ def world_size_from_env() -> int:
 
 @dataclass
 class Distributed:
-    """This process's place in the job and the collectives the trainer needs."""
+    """This process's place in the job and the collectives the trainer needs (world size 1: identities)."""
 
     rank: int
     world_size: int
-    mesh: DeviceMesh
+    mesh: DeviceMesh | None  # None for a single process
 
     @property
     def is_main(self) -> bool:
         return self.rank == 0
+
+    @property
+    def sharded(self) -> bool:
+        return self.world_size > 1
 
     def batch_slice(self, batch_size: int) -> slice:
         """This rank's contiguous share of a global micro-batch of `batch_size` records."""
@@ -63,23 +76,70 @@ class Distributed:
         return slice(self.rank * per, (self.rank + 1) * per)
 
     def sum(self, *values: float) -> list[float]:
-        """Sums over ranks of a few scalars (float64, one all-reduce)."""
+        """Sums over ranks of a few scalars (float64, one all-reduce; a single process gets them back as given)."""
+        if not self.sharded:
+            return list(values)
         t = torch.tensor(values, dtype=torch.float64, device=self.mesh.device_type)
         dist.all_reduce(t)
         return t.tolist()
 
     def sum_tensor(self, t: torch.Tensor) -> torch.Tensor:
         """Sum over ranks of a small tensor (a new tensor of t's dtype and device)."""
+        if not self.sharded:
+            return t
         out = t.detach().to(self.mesh.device_type, torch.float64, copy=True)
         dist.all_reduce(out)
         return out.to(t.device, t.dtype)
 
     def barrier(self) -> None:
-        dist.barrier()
+        if self.sharded:
+            dist.barrier()
+
+    def shard(self, model: MTPModel, *, param_dtype: str) -> None:
+        """FSDP2 over the ranks (apply_fsdp); nothing for a single process."""
+        if self.sharded:
+            apply_fsdp(model, self.mesh, param_dtype=param_dtype)
+
+    def sync_grads(self, model: nn.Module) -> None:
+        """Sum the replicated parameters' gradients over ranks (sync_replicated_grads)."""
+        if self.sharded:
+            sync_replicated_grads(model)
+
+    def clip_grad_norm(self, model: nn.Module, max_norm: float) -> float:
+        """The global gradient norm, gradients scaled to at most max_norm (torch's rule on one process)."""
+        params = [p for p in model.parameters() if p.grad is not None]
+        if not params:
+            return 0.0
+        if self.sharded:
+            return clip_grad_norm(model, max_norm)
+        return float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+
+    def save_checkpoint(self, checkpoints_dir: Path, **kwargs: Any) -> Path:
+        """Sharded (DCP) checkpoints under torchrun, the single-process layout otherwise (train/state.py)."""
+        if self.sharded:
+            return save_checkpoint_dcp(checkpoints_dir, env=self, **kwargs)
+        return save_checkpoint(checkpoints_dir, **kwargs)
+
+    def load_checkpoint(self, path: Path, *, model: MTPModel, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+        """Either layout, on any number of processes; returns the trainer state."""
+        if is_dcp_checkpoint(path):
+            return load_checkpoint_dcp(path, model=model, optimizer=optimizer, rank=self.rank)
+        return load_checkpoint(path, model=model, optimizer=optimizer)
+
+    def save_model_dir(self, model: MTPModel, directory: Path, tokenizer: PreTrainedTokenizerBase | None) -> None:
+        """The final model directory: gathered from the shards under torchrun (then the process group ends)."""
+        if self.sharded:
+            save_model_dir_gathered(self, model, directory, tokenizer)
+            teardown()
+        else:
+            save_model_dir(model, directory, tokenizer)
 
 
 def init_distributed(cfg: DistributedConfig, device: torch.device) -> Distributed:
-    """Join the torchrun job (env:// rendezvous) and build a 1-D device mesh over all ranks."""
+    """Join the torchrun job (env:// rendezvous) and build a 1-D device mesh over all ranks; a plain process
+    (WORLD_SIZE unset or 1) is rank 0 of 1."""
+    if world_size_from_env() == 1:
+        return Distributed(0, 1, None)
     backend = cfg.backend if cfg.backend != "auto" else ("nccl" if device.type == "cuda" else "gloo")
     if device.type == "cuda":  # one GPU per process, before NCCL binds to a device
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import nn
@@ -10,18 +11,20 @@ from torch import nn
 from wmtp.config import OptimConfig
 
 
-def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.AdamW:
-    """AdamW; weight decay applies to parameters with ≥ 2 dims (not norms or biases). A critic's value head
-    (`model.value_head`) is its own group named "value", without decay, so that it gets its own lr."""
-    value_head = getattr(model, "value_head", None)
-    value_ids = {id(p) for p in value_head.parameters()} if value_head is not None else set()
-    params = [p for p in model.parameters() if p.requires_grad and id(p) not in value_ids]
+def build_optimizer(
+    model: nn.Module, cfg: OptimConfig, *, extra_groups: list[dict[str, Any]] | None = None
+) -> torch.optim.AdamW:
+    """AdamW; weight decay applies to parameters with ≥ 2 dims (not norms or biases). `extra_groups` (a weighting's
+    modules, e.g. the critic's value head: WeightFn.param_groups) come last with their own settings, and their
+    parameters leave the two default groups."""
+    extra_groups = extra_groups or []
+    extra_ids = {id(p) for g in extra_groups for p in g["params"]}
+    params = [p for p in model.parameters() if p.requires_grad and id(p) not in extra_ids]
     groups = [
         {"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+        *extra_groups,
     ]
-    if value_head is not None:
-        groups.append({"params": list(value_head.parameters()), "weight_decay": 0.0, "name": "value"})
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
 
 

@@ -10,30 +10,20 @@ import numpy as np
 import torch
 
 from wmtp.config import ConfigError, RunConfig
-from wmtp.data.collate import EncodedRecord, pack_records
-from wmtp.data.dataset import PreparedData, prepare_data
-from wmtp.data.records import DataError
-from wmtp.data.token_cache import encode_cached
+from wmtp.data.collate import pack_records
+from wmtp.data.dataset import PreparedData, encode_split, prepare_data
 from wmtp.data.tokenizer import check_same_tokenizer, load_tokenizer
-from wmtp.model.checkpoints import load_model_dir, save_model_dir
+from wmtp.model.checkpoints import load_model_dir
 from wmtp.model.lora import apply_lora, merge_lora
 from wmtp.model.meta_checkpoint import is_meta_checkpoint, load_meta_checkpoint
 from wmtp.model.mtp import MTPModel
-from wmtp.train.distributed import save_model_dir_gathered, teardown, world_size_from_env
+from wmtp.train.device import resolve_device
+from wmtp.train.distributed import world_size_from_env
 from wmtp.train.memory import report_memory
 from wmtp.train.run_dir import write_run_files
-from wmtp.train.trainer import Trainer, resolve_device
-from wmtp.weighting.ref_cache import CacheKey, attach_ref_ce, cache_dir, encoded_fingerprint, read_cache, write_cache
-from wmtp.weighting.reference import (
-    ReferenceScorer,
-    ReferenceSource,
-    check_reference_tokenizer,
-    load_reference_model,
-    reference_identity,
-    reference_tokenizer,
-    resolve_reference,
-)
-from wmtp.weighting.registry import build_weight_fn, uses_critic, uses_reference
+from wmtp.train.trainer import Trainer
+from wmtp.weighting.base import RunContext
+from wmtp.registry import build_weight_fn
 
 
 class RunExistsError(FileExistsError):
@@ -89,82 +79,6 @@ def _init_from(cfg: RunConfig, tokenizer) -> MTPModel:
     return model
 
 
-def encode_split(cfg: RunConfig, data: PreparedData, records: list) -> list[EncodedRecord]:
-    """Tokenise one split (in cfg.data.num_proc processes; through the token cache when cfg.data.token_cache)."""
-    encoded = encode_cached(
-        records, data.tokenizer, cfg.data.max_len, tokenizer_hash=data.tokenizer_hash, num_proc=cfg.data.num_proc,
-        cache_dir=cfg.data.cache_dir if cfg.data.token_cache else None,
-    )
-    if records and not encoded:
-        raise DataError(f"none of the {len(records)} records of {data.data_dir} keeps a completion token within "
-                        f"data.max_len={cfg.data.max_len}; raise data.max_len")
-    return encoded
-
-
-# ---- the Rho-1 reference -------------------------------------------------------------------------------
-
-
-def _reference_source(cfg: RunConfig, data: PreparedData) -> ReferenceSource:
-    """Resolve weighting.rho1.reference and refuse a reference whose tokenizer is not the policy's."""
-    rcfg = cfg.weighting.rho1
-    if rcfg.reference is None:
-        raise ConfigError(
-            f"weighting.name={cfg.weighting.name} needs a reference model: set weighting.rho1.reference to a wmtp "
-            "run/model directory or an HF causal LM"
-        )
-    source = resolve_reference(rcfg.reference, revision=rcfg.reference_revision)
-    check_reference_tokenizer(data.tokenizer, reference_tokenizer(source), where=rcfg.reference)
-    return source
-
-
-def reference_cache_key(
-    cfg: RunConfig, data: PreparedData, records: list[EncodedRecord], source: ReferenceSource
-) -> tuple[Path, CacheKey]:
-    """(cache directory, CacheKey) of the reference CEs of `records` (train + valid, in that order)."""
-    key = CacheKey(encoded_fingerprint(records), data.tokenizer_hash, reference_identity(source))
-    root = cfg.weighting.rho1.cache_dir or Path(cfg.data.cache_dir) / "ref"
-    return cache_dir(root, key), key
-
-
-def score_reference(cfg: RunConfig) -> tuple[Path, dict[str, list[int]]]:
-    """`wmtp score-ref`: write (or complete) the reference-CE cache of cfg's train + valid records."""
-    data = prepare_data(cfg.data)
-    records = encode_split(cfg, data, data.train) + encode_split(cfg, data, data.valid)
-    source = _reference_source(cfg, data)
-    directory, key = reference_cache_key(cfg, data, records, source)
-    scorer = ReferenceScorer(
-        load_reference_model(source, device=resolve_device(cfg.train.device)), chunk_tokens=cfg.train.ce_chunk_tokens
-    )
-    done = write_cache(
-        records,
-        scorer,
-        directory=directory,
-        key=key,
-        pad_id=data.tokenizer.pad_token_id,
-        shard_records=cfg.weighting.rho1.shard_records,
-        batch_size=cfg.weighting.rho1.score_batch_size,
-        reference_spec=cfg.weighting.rho1.reference,
-        progress=cfg.train.progress,
-    )
-    return directory, done
-
-
-def _with_reference(
-    cfg: RunConfig, data: PreparedData, train: list[EncodedRecord], valid: list[EncodedRecord]
-) -> tuple[list[EncodedRecord], list[EncodedRecord], ReferenceScorer | None, dict]:
-    """Records carrying ref_ce from the cache (a missing or stale cache is an error), or, with
-    weighting.rho1.ref_on_the_fly, the records as they are and a scorer that computes ref_ce per batch."""
-    source = _reference_source(cfg, data)
-    meta = {"spec": cfg.weighting.rho1.reference, "identity": reference_identity(source)}
-    if cfg.weighting.rho1.ref_on_the_fly:
-        model = load_reference_model(source, device=resolve_device(cfg.train.device))
-        return train, valid, ReferenceScorer(model, chunk_tokens=cfg.train.ce_chunk_tokens), meta
-    directory, key = reference_cache_key(cfg, data, train + valid, source)
-    values = read_cache(directory, key, train + valid)
-    meta["cache"] = {"dir": str(directory), "key": key.digest}
-    return attach_ref_ce(train, values[: len(train)]), attach_ref_ce(valid, values[len(train) :]), None, meta
-
-
 @dataclass
 class Run:
     cfg: RunConfig
@@ -180,27 +94,25 @@ def build_run(cfg: RunConfig, *, resume: bool = False) -> Run:
     seed_everything(cfg.seed)
     data = prepare_data(cfg.data)
     model = build_model(cfg, data.tokenizer)
-    if cfg.model.lora.rank is not None:  # before the value head, which trains fully
+    if cfg.model.lora.rank is not None:  # before the weighting's modules (e.g. a value head), which train fully
         if world_size_from_env() > 1:
             raise ConfigError("model.lora is for single-device runs; under torchrun FSDP trains all parameters")
         apply_lora(model, cfg.model.lora)
-    if uses_critic(cfg.weighting):
-        model.attach_value_head(cfg.weighting.critic.value_head)
-    report_memory(model, cfg, world_size=world_size_from_env(), device=resolve_device(cfg.train.device))
-    train, valid = encode_split(cfg, data, data.train), encode_split(cfg, data, data.valid)
-    scorer, reference = None, {}
-    if uses_reference(cfg.weighting):
-        train, valid, scorer, reference = _with_reference(cfg, data, train, valid)
-    if cfg.data.pack:  # after the reference CE is attached: packing concatenates it with the tokens
-        train = pack_records(train, cfg.data.max_len)
+    weight_fn = build_weight_fn(cfg.weighting, seed=cfg.seed)
+    weight_fn.attach(model)
+    device = resolve_device(cfg.train.device)
+    report_memory(model, cfg, world_size=world_size_from_env(), device=device)
+    run = RunContext(cfg, data, encode_split(cfg.data, data, data.train), encode_split(cfg.data, data, data.valid),
+                     device)
+    weight_fn.prepare(run)
+    # packing after prepare: it concatenates whatever prepare attached to the records (e.g. ref_ce)
+    train = pack_records(run.train, cfg.data.max_len) if cfg.data.pack else run.train
     trainer = Trainer(
         cfg,
         model=model,
-        weight_fn=build_weight_fn(
-            cfg.weighting, seed=cfg.seed, scorer=scorer, reward_rate=sum(r.is_correct for r in train) / len(train)
-        ),
+        weight_fn=weight_fn,
         train_data=train,
-        valid_data=valid,
+        valid_data=run.valid,
         pad_id=data.tokenizer.pad_token_id,
         run_dir=run_dir,
     )
@@ -214,9 +126,9 @@ def build_run(cfg: RunConfig, *, resume: bool = False) -> Run:
             tokenizer_hash=data.tokenizer_hash,
             data_dir=str(data.data_dir),
             n_train_records=len(train),
-            n_valid_records=len(valid),
+            n_valid_records=len(run.valid),
             n_params=model.n_params(),
-            **({"reference": reference} if reference else {}),
+            **run.meta,
         )
         data.tokenizer.save_pretrained(str(run_dir / "tokenizer"))
     return Run(cfg, data, trainer)
@@ -226,12 +138,7 @@ def train_run(cfg: RunConfig, *, resume: bool = False) -> Run:
     """Train to cfg.train.max_steps and save the final model into run_dir/model."""
     run = build_run(cfg, resume=resume)
     run.trainer.train()
-    model_dir = Path(cfg.run_dir) / "model"
-    if run.trainer.dist is not None:
-        save_model_dir_gathered(run.trainer.dist, run.trainer.model, model_dir, run.data.tokenizer)
-        teardown()
-    else:
-        if cfg.model.lora.rank is not None:
-            merge_lora(run.trainer.model)  # the final model is a plain MTPModel
-        save_model_dir(run.trainer.model, model_dir, run.data.tokenizer)
+    if cfg.model.lora.rank is not None:
+        merge_lora(run.trainer.model)  # the final model is a plain MTPModel
+    run.trainer.dist.save_model_dir(run.trainer.model, Path(cfg.run_dir) / "model", run.data.tokenizer)
     return run

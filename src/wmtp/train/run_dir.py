@@ -65,14 +65,14 @@ class MetricsLog:
         with self.path.open("a") as f:
             f.write(json.dumps(row) + "\n")
 
-    def truncate_after(self, step: int, *, stage1_step: int | None = None) -> None:
-        """Keep rows up to `step`; critic pre-training rows (kind critic_*) up to `stage1_step` instead."""
+    def truncate_after(self, step: int, *, pre_train_step: int = 0, pre_train_kinds: tuple[str, ...] = ()) -> None:
+        """Keep rows up to `step`; rows of a weighting's pre-training stage (`pre_train_kinds`) up to
+        `pre_train_step` instead."""
         if not self.enabled or not self.path.exists():
             return
 
         def keep(row: dict[str, Any]) -> bool:
-            stage1 = str(row.get("kind", "")).startswith("critic_")
-            return row["step"] <= (stage1_step if stage1 and stage1_step is not None else step)
+            return row["step"] <= (pre_train_step if row.get("kind") in pre_train_kinds else step)
 
         rows = [line for line in self.path.read_text().splitlines() if line and keep(json.loads(line))]
         tmp = self.path.with_suffix(".tmp")

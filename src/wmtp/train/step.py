@@ -9,7 +9,7 @@ one head's, however many heads there are.
 from __future__ import annotations
 
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -19,7 +19,6 @@ from wmtp.config import WeightingConfig
 from wmtp.model.loss import linear_ce, mtp_targets, weighted_linear_ce
 from wmtp.model.mtp import MTPModel, TrunkContext
 from wmtp.weighting.base import WeightFn, normalize_weights
-from wmtp.weighting.critic import CriticWeight
 
 
 @dataclass
@@ -31,7 +30,7 @@ class StepResult:
     ce: Tensor
     weights: Tensor
     valid: Tensor
-    value_loss: float | None = None
+    aux: dict[str, float] = field(default_factory=dict)  # the weighting's aux-loss metrics
 
 
 def batch_targets(batch: dict[str, Any], n_heads: int) -> tuple[Tensor, Tensor]:
@@ -70,8 +69,7 @@ def forward_backward(
     autocast: AbstractContextManager | None = None,
     raw_weights: Tensor | None = None,
     weight_total_step: float | None = None,
-    critic: CriticWeight | None = None,
-    value_positions_step: int = 0,
+    n_tokens_step: int = 0,
 ) -> StepResult:
     """Accumulate ∂/∂θ of Σ_valid w·ce·λ_k / n_valid_step into .grad for this micro-batch.
 
@@ -81,24 +79,21 @@ def forward_backward(
     `weight_total_step`, so that `mean` normalisation is over the whole step; otherwise the weights
     are computed here, sharing the trunk forward.
 
-    With a `critic`, the value head runs on the same (detached) trunk output: its detached values feed the
-    weights (`batch["values"]`), and its value loss · value_coef / value_positions_step joins the backward.
+    The weighting's `forward` (e.g. a value head) runs on the same detached trunk output: its detached outputs
+    feed the weights, and its `aux_loss` (given n_tokens_step, the step's loss-carrying tokens) joins the backward.
     """
     amp = autocast or nullcontext()
     targets, valid = batch_targets(batch, model.n_heads)
     with amp:
         z, ctx = model.trunk_forward(batch["input_ids"], batch["attention_mask"], batch.get("segment_ids"))
     z_detached = z.detach().requires_grad_()
-    values = None
-    if critic is not None:
-        values = model.values(z_detached, ctx)  # [B,T], graph into the value head and z'
-        batch = {**batch, "values": values.detach()}
+    outputs = weight_fn.forward(model, z_detached, ctx)  # graph into the weighting's modules and z'
     if raw_weights is None:
         ce_first = None
         if weight_fn.needs_ce:
             with torch.no_grad(), amp:
                 ce_first = heads_ce(model, z.detach(), ctx, targets, valid, chunk_tokens=chunk_tokens)
-        raw_weights = weight_fn(batch, valid, ce_first)
+        raw_weights = weight_fn.weights(batch, valid, ce_first, {k: v.detach() for k, v in outputs.items()})
     totals = None if weight_total_step is None else (weight_total_step, n_valid_step)
     weights = normalize_weights(
         raw_weights, valid, mode=wcfg.normalize, clip_min=wcfg.clip_min, clip_max=wcfg.clip_max, totals=totals
@@ -133,11 +128,10 @@ def forward_backward(
         ce[..., k - 1][sel] = ce_k
         total += loss_k.item()
         any_head = True
-    value_loss = None
-    if critic is not None:
-        v_loss = critic.value_loss(values, batch, stage=2, n_positions=value_positions_step)
-        (critic.cfg.value_coef * v_loss).backward()
-        value_loss = v_loss.item()
+    aux = weight_fn.aux_loss(batch, outputs, n_tokens=n_tokens_step)
+    if aux is not None:
+        aux_loss, aux_metrics = aux
+        aux_loss.backward()
     if z_detached.grad is not None:
         z.backward(z_detached.grad)
     if (any_head or sharded()) and unembed.requires_grad:  # frozen under LoRA; every rank joins the grad sum
@@ -145,7 +139,7 @@ def forward_backward(
             unembed.grad = unembed_grad.to(unembed.dtype)
         else:
             unembed.grad.add_(unembed_grad)
-    return StepResult(loss=total, ce=ce, weights=weights, valid=valid, value_loss=value_loss)
+    return StepResult(loss=total, ce=ce, weights=weights, valid=valid, aux=aux_metrics if aux is not None else {})
 
 
 @torch.no_grad()
@@ -158,29 +152,17 @@ def raw_step_weights(
     autocast: AbstractContextManager | None = None,
 ) -> Tensor:
     """The WeightFn's raw weights Float[B,T,H] for one micro-batch, computed before any backward of the step
-    (a no-grad forward of every head when the WeightFn reads the CE, of the value head when it reads values)."""
+    (a no-grad forward of every head when the WeightFn reads the CE, of its own modules when it reads outputs)."""
     targets, valid = batch_targets(batch, model.n_heads)
-    needs_values = getattr(weight_fn, "needs_values", False)
-    ce = None
-    if weight_fn.needs_ce or needs_values:
+    ce, outputs = None, {}
+    if weight_fn.needs_ce or weight_fn.needs_values:
         with autocast or nullcontext():
             z, ctx = model.trunk_forward(batch["input_ids"], batch["attention_mask"], batch.get("segment_ids"))
             if weight_fn.needs_ce:
                 ce = heads_ce(model, z, ctx, targets, valid, chunk_tokens=chunk_tokens)
-        if needs_values:
-            batch = {**batch, "values": model.values(z, ctx)}
-    return weight_fn(batch, valid, ce).detach()
-
-
-@torch.no_grad()
-def evaluate_ce(
-    model: MTPModel, batch: dict[str, Any], *, chunk_tokens: int, autocast: AbstractContextManager | None = None
-) -> tuple[Tensor, Tensor]:
-    """(ce Float[B,T,H], valid Bool[B,T,H]) without touching gradients or any state."""
-    targets, valid = batch_targets(batch, model.n_heads)
-    with autocast or nullcontext():
-        z, ctx = model.trunk_forward(batch["input_ids"], batch["attention_mask"], batch.get("segment_ids"))
-        return heads_ce(model, z, ctx, targets, valid, chunk_tokens=chunk_tokens), valid
+        if weight_fn.needs_values:
+            outputs = weight_fn.forward(model, z, ctx)
+    return weight_fn.weights(batch, valid, ce, outputs).detach()
 
 
 @torch.no_grad()

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import math
-import resource
 import time
+from collections.abc import Iterator
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
@@ -14,49 +14,26 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from wmtp.config import RunConfig, config_hash
 from wmtp.data.collate import EncodedRecord, collate
-from wmtp.model.mtp import MTPModel
+from wmtp.model.mtp import MTPModel, TrunkContext
+from wmtp.train.device import peak_memory_mb, resolve_device
+from wmtp.train.distributed import Distributed, apply_activation_checkpointing, init_distributed
 from wmtp.train.optim import build_optimizer, lr_at
 from wmtp.train.run_dir import MetricsLog
-from wmtp.train.state import latest_checkpoint, load_checkpoint, save_checkpoint
-from wmtp.train.critic_stage import CriticStage, critic_of
-from wmtp.train.distributed import (
-    Distributed,
-    apply_activation_checkpointing,
-    apply_fsdp,
-    init_distributed,
-    is_dcp_checkpoint,
-    load_checkpoint_dcp,
-    save_checkpoint_dcp,
-    sync_replicated_grads,
-    world_size_from_env,
-)
-from wmtp.train.distributed import clip_grad_norm as clip_grad_norm_sharded
+from wmtp.train.state import latest_checkpoint
 from wmtp.train.step import batch_targets, check_head1_alignment, forward_backward, heads_ce, raw_step_weights
 from wmtp.weighting.base import WeightFn, weight_histogram, weight_stats
-from wmtp.weighting.critic import CriticEval
 
 
 class TrainingDiverged(RuntimeError):
     """Too many steps with a non-finite loss or gradient."""
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device=cuda but no CUDA device is available; use train.device=cpu or auto")
-    return torch.device(name)
-
-
-def peak_memory_mb(device: torch.device) -> float:
-    """Peak memory so far: CUDA allocator peak, or the process's max RSS on CPU."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 class Trainer:
-    """Trains `model` on encoded records with the weights of `weight_fn`; writes into `run_dir`."""
+    """Trains `model` on encoded records with the weights of `weight_fn`; writes into `run_dir`.
+
+    The weighting is reached only through its hooks (wmtp.weighting.base): bind, param_groups, pre_train, begin_step,
+    forward, weights, aux_loss, stats, eval_*, state_dict. Modules it attaches must be on `model` already.
+    """
 
     def __init__(
         self,
@@ -76,45 +53,39 @@ class Trainer:
         self.model = model.to(self.device)
         if cfg.train.activation_checkpointing:
             apply_activation_checkpointing(self.model)
-        self.dist: Distributed | None = None  # set under torchrun (world size > 1): FSDP, global reductions
-        if world_size_from_env() > 1:
-            self.dist = init_distributed(cfg.distributed, self.device)
-            apply_fsdp(self.model, self.dist.mesh, param_dtype=cfg.distributed.param_dtype)
+        self.dist: Distributed = init_distributed(cfg.distributed, self.device)  # world size 1: a no-op
+        self.dist.shard(self.model, param_dtype=cfg.distributed.param_dtype)
         self.weight_fn = weight_fn
         self.train_data, self.valid_data, self.pad_id = train_data, valid_data, pad_id
         self.run_dir = run_dir
         run_dir.mkdir(parents=True, exist_ok=True)
-        self.optimizer = build_optimizer(model, cfg.optim)
+        self.optimizer = build_optimizer(model, cfg.optim, extra_groups=weight_fn.param_groups(model))
         self.metrics = MetricsLog(run_dir / "metrics.jsonl", enabled=self.is_main)
-        self.step = 0  # optimizer steps taken
+        self.step = 0  # optimizer steps taken (of the main loop)
         self.epoch = 0
         self.position = 0  # records consumed in the current epoch's permutation
         self.bad_steps = 0
         self.tokens_seen = 0
         self._order = self._permutation(0)
-        # The critic's stage 1 (value-head pre-training) runs before step 0 of weighted MTP (stage 2).
-        critic = critic_of(weight_fn)
-        self.critic_stage = CriticStage(self, critic) if critic is not None else None
+        weight_fn.bind(self)
 
     @property
     def is_main(self) -> bool:
         """Whether this process writes the run directory (rank 0 under torchrun)."""
-        return self.dist is None or self.dist.is_main
+        return self.dist.is_main
 
     # ---- state --------------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
-        state = {
+        return {
             "step": self.step,
             "epoch": self.epoch,
             "position": self.position,
             "bad_steps": self.bad_steps,
             "tokens_seen": self.tokens_seen,
             "config_hash": config_hash(self.cfg),
+            "weighting": self.weight_fn.state_dict(),
         }
-        if self.critic_stage is not None:
-            state["critic"] = self.critic_stage.state_dict()
-        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state["config_hash"] != config_hash(self.cfg):
@@ -125,21 +96,15 @@ class Trainer:
         self.step, self.epoch, self.position = state["step"], state["epoch"], state["position"]
         self.bad_steps, self.tokens_seen = state["bad_steps"], state["tokens_seen"]
         self._order = self._permutation(self.epoch)
-        if self.critic_stage is not None:
-            self.critic_stage.load_state_dict(state["critic"])
+        self.weight_fn.load_state_dict(state["weighting"])
 
     @property
     def total_steps(self) -> int:
-        """Optimizer steps taken in both stages (names checkpoints)."""
-        return self.step + (self.critic_stage.step if self.critic_stage is not None else 0)
+        """Optimizer steps taken in the weighting's pre-training stage and the main loop (names checkpoints)."""
+        return self.step + self.weight_fn.pre_train_steps()[0]
 
     def save(self) -> Path:
-        if self.dist is not None:
-            return save_checkpoint_dcp(
-                self.run_dir / "checkpoints", env=self.dist, model=self.model, optimizer=self.optimizer,
-                trainer_state=self.state_dict(), keep=self.cfg.train.keep_checkpoints, name_step=self.total_steps,
-            )
-        return save_checkpoint(
+        return self.dist.save_checkpoint(
             self.run_dir / "checkpoints",
             model=self.model,
             optimizer=self.optimizer,
@@ -153,14 +118,10 @@ class Trainer:
         path = latest_checkpoint(self.run_dir / "checkpoints")
         if path is None:
             return False
-        if is_dcp_checkpoint(path):  # written under torchrun; loads on any number of ranks
-            rank = self.dist.rank if self.dist is not None else 0
-            state = load_checkpoint_dcp(path, model=self.model, optimizer=self.optimizer, rank=rank)
-        else:
-            state = load_checkpoint(path, model=self.model, optimizer=self.optimizer)
-        self.load_state_dict(state)
-        stage1_step = self.critic_stage.step if self.critic_stage is not None else None
-        self.metrics.truncate_after(self.step, stage1_step=stage1_step)
+        self.load_state_dict(self.dist.load_checkpoint(path, model=self.model, optimizer=self.optimizer))
+        self.metrics.truncate_after(
+            self.step, pre_train_step=self.weight_fn.pre_train_steps()[0], pre_train_kinds=self.weight_fn.pre_train_kinds
+        )
         return True
 
     # ---- data ---------------------------------------------------------------------------------
@@ -170,10 +131,17 @@ class Trainer:
         g = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch)
         return torch.randperm(len(self.train_data), generator=g).tolist()
 
-    def set_lr(self, lr: float, *, value_lr: float = 0.0) -> None:
-        """lr for the MTP parameters, value_lr for the critic's value head (param group "value")."""
+    def set_lr(self, lr: float, *, by_name: dict[str, float] | None = None) -> None:
+        """lr for every parameter group, except a group named in `by_name` (that lr) and a group with a `peak_lr`
+        of its own (a weighting's modules), which follows the schedule's shape: peak_lr · lr / optim.lr."""
+        by_name = by_name or {}
         for group in self.optimizer.param_groups:
-            group["lr"] = value_lr if group.get("name") == "value" else lr
+            if group.get("name") in by_name:
+                group["lr"] = by_name[group["name"]]
+            elif "peak_lr" in group:
+                group["lr"] = group["peak_lr"] * lr / self.cfg.optim.lr
+            else:
+                group["lr"] = lr
 
     def next_batch(self) -> dict[str, Any]:
         size = self.cfg.train.batch_size
@@ -182,9 +150,15 @@ class Trainer:
             self._order = self._permutation(self.epoch)
         idx = self._order[self.position : self.position + size]
         self.position += size
-        if self.dist is not None:
-            idx = idx[self.dist.batch_slice(size)]
+        idx = idx[self.dist.batch_slice(size)]
         return self.to_device(collate([self.train_data[i] for i in idx], pad_id=self.pad_id))
+
+    def batches(self, records: list[EncodedRecord], limit: int | None = None) -> Iterator[dict[str, Any]]:
+        """`records` in order, train.batch_size at a time, collated on the device (at most `limit` batches)."""
+        size = self.cfg.train.batch_size
+        n_batches = math.ceil(len(records) / size) if limit is None else min(math.ceil(len(records) / size), limit)
+        for i in range(n_batches):
+            yield self.to_device(collate(records[i * size : (i + 1) * size], pad_id=self.pad_id))
 
     def to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
         return {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
@@ -197,17 +171,17 @@ class Trainer:
     # ---- loop ---------------------------------------------------------------------------------
 
     def train(self) -> dict[str, Any]:
-        """Run until train.max_steps; return the last validation row."""
+        """Run the weighting's pre-training stage (if any), then the main loop to train.max_steps; return the last
+        validation row."""
         tc = self.cfg.train
         self.model.train()
-        if self.total_steps == 0:  # not on resume (even mid stage 1): its forward would consume dropout RNG
+        if self.total_steps == 0:  # not on resume (even mid pre-training): its forward would consume dropout RNG
             check_head1_alignment(self.model, self.to_device(collate(self.train_data[:2], pad_id=self.pad_id)))
         last_eval: dict[str, Any] = {}
         with self._progress() as progress:
-            stage1 = self.critic_stage.n_steps if self.critic_stage is not None else 0
-            task = progress.add_task("train", total=stage1 + tc.max_steps, completed=self.total_steps)
-            if self.critic_stage is not None:
-                self.critic_stage.run(lambda desc: progress.update(task, completed=self.total_steps, description=desc))
+            task = progress.add_task("train", total=self.weight_fn.pre_train_steps()[1] + tc.max_steps,
+                                     completed=self.total_steps)
+            self.weight_fn.pre_train(lambda desc: progress.update(task, completed=self.total_steps, description=desc))
             while self.step < tc.max_steps:
                 row = self.train_step()
                 if self.step % tc.log_every == 0 or self.step == tc.max_steps:
@@ -226,36 +200,33 @@ class Trainer:
         """One optimizer step over grad_accum micro-batches; returns its metrics row."""
         tc, H = self.cfg.train, self.model.n_heads
         started = time.perf_counter()
-        begin_step = getattr(self.weight_fn, "begin_step", None)  # optional hook (weighting/base.py)
-        if begin_step is not None:
-            begin_step(self.step)
+        self.weight_fn.begin_step(self.step)
         lr = lr_at(self.step, cfg=self.cfg.optim, max_steps=tc.max_steps)
-        critic = self.critic_stage.critic if self.critic_stage is not None else None
-        self.set_lr(lr, value_lr=critic.cfg.lr * lr / self.cfg.optim.lr if critic is not None else 0.0)
+        self.set_lr(lr)
 
-        # 1) micro-batches and the step's valid-entry count (the loss denominator across accumulation)
+        # 1) micro-batches and the step's denominators: valid (t,k) entries (the MTP loss) and loss-carrying tokens
+        #    (a weighting's aux loss), over every micro-batch and rank
         micro = [self.next_batch() for _ in range(tc.grad_accum)]
-        n_valid = sum(self._n_valid(b) for b in micro)
-        n_value = sum(int(b["loss_mask"].sum()) for b in micro) if critic is not None else 0
-        if self.dist is not None:  # the loss denominators are the global batch's
-            n_valid, n_value = (int(n) for n in self.dist.sum(n_valid, n_value))
+        n_valid, n_tokens = (int(n) for n in self.dist.sum(sum(self._n_valid(b) for b in micro),
+                                                            sum(int(b["loss_mask"].sum()) for b in micro)))
 
-        # 2) with several micro-batches, every raw weight first: `mean` normalisation spans the whole step
+        # 2) with several micro-batches (or ranks), every raw weight first: `mean` normalisation spans the step
         raws: list[torch.Tensor | None] = [None] * len(micro)
         weight_total = None
-        if len(micro) > 1 or self.dist is not None:
+        if len(micro) > 1 or self.dist.sharded:
             raws = [
                 raw_step_weights(
                     self.model, b, weight_fn=self.weight_fn, chunk_tokens=tc.ce_chunk_tokens, autocast=self.autocast()
                 )
                 for b in micro
             ]
-            weight_total = sum(torch.where(batch_targets(b, H)[1], r, 0.0).sum().item() for b, r in zip(micro, raws))
-            if self.dist is not None:
-                weight_total = self.dist.sum(weight_total)[0]
+            weight_total = self.dist.sum(
+                sum(torch.where(batch_targets(b, H)[1], r, 0.0).sum().item() for b, r in zip(micro, raws))
+            )[0]
 
         # 3) forward/backward per micro-batch (sequential heads inside)
-        loss, ce_sum, count, value_loss, step_tokens = 0.0, torch.zeros(H), torch.zeros(H), 0.0, 0
+        loss, ce_sum, count, step_tokens = 0.0, torch.zeros(H), torch.zeros(H), 0
+        aux: dict[str, float] = {}
         weights, valids = [], []
         for batch, raw in zip(micro, raws):
             out = forward_backward(
@@ -268,21 +239,22 @@ class Trainer:
                 autocast=self.autocast(),
                 raw_weights=raw,
                 weight_total_step=weight_total,
-                critic=critic,
-                value_positions_step=n_value,
+                n_tokens_step=n_tokens,
             )
             loss += out.loss
-            value_loss += out.value_loss or 0.0
+            for name, value in out.aux.items():
+                aux[name] = aux.get(name, 0.0) + value
             ce_sum += out.ce.sum(dim=(0, 1)).cpu()
             count += out.valid.sum(dim=(0, 1)).cpu()
             weights.append(out.weights.flatten(0, 1).cpu())
             valids.append(out.valid.flatten(0, 1).cpu())
             step_tokens += int(batch["attention_mask"].sum())
 
-        if self.dist is not None:  # replicated gradients and the step's metrics over the global batch
-            sync_replicated_grads(self.model)
-            loss, value_loss, step_tokens = self.dist.sum(loss, value_loss, step_tokens)
-            ce_sum, count = self.dist.sum_tensor(ce_sum), self.dist.sum_tensor(count)
+        # replicated gradients and the step's metrics over the global batch (one process: unchanged)
+        self.dist.sync_grads(self.model)
+        loss, step_tokens, *aux_totals = self.dist.sum(loss, step_tokens, *aux.values())
+        aux = dict(zip(aux, aux_totals))
+        ce_sum, count = self.dist.sum_tensor(ce_sum), self.dist.sum_tensor(count)
         self.tokens_seen += int(step_tokens)
 
         # 4) clip, finite check, step
@@ -307,13 +279,30 @@ class Trainer:
         }
         row.update({f"ce_h{k + 1}": (ce_sum[k] / count[k].clamp(min=1)).item() for k in range(H)})
         row.update(weight_stats(torch.cat(weights), torch.cat(valids)))
-        if critic is not None:
-            row["value_loss"] = value_loss
-        last_stats = getattr(self.weight_fn, "last_stats", None)  # optional hook, e.g. rho1's excess_h{k}
-        if last_stats is not None:
-            row.update(last_stats())
+        row.update(aux)
+        row.update(self.weight_fn.stats())
         self.last_weights_hist = weight_histogram(torch.cat(weights), torch.cat(valids))
         return row
+
+    def aux_step(self, loss_fn: Any, *, trunk_grad: bool) -> tuple[float, float]:
+        """One optimizer step of a weighting's own loss alone (e.g. the critic's stage 1) on grad_accum
+        micro-batches: loss_fn(batch, z, ctx, n_tokens) → scalar Tensor, z: Float[B,T,D] (with its graph only when
+        `trunk_grad`), n_tokens: loss-carrying tokens of the step. Returns (loss summed over micro-batches and
+        ranks, gradient norm); a non-finite step is skipped and counted, as in train_step."""
+        micro = [self.next_batch() for _ in range(self.cfg.train.grad_accum)]
+        n_tokens = int(self.dist.sum(sum(int(b["loss_mask"].sum()) for b in micro))[0])
+        total = 0.0
+        for batch in micro:
+            with torch.set_grad_enabled(trunk_grad), self.autocast():
+                z, ctx = self.model.trunk_forward(batch["input_ids"], batch["attention_mask"], batch.get("segment_ids"))
+            loss = loss_fn(batch, z, ctx, n_tokens)
+            loss.backward()
+            total += loss.item()
+        self.dist.sync_grads(self.model)
+        total = self.dist.sum(total)[0]
+        grad_norm = self.clip_grad_norm()
+        self.optimizer_step(total, grad_norm)
+        return total, grad_norm
 
     def optimizer_step(self, loss: float, grad_norm: float) -> bool:
         """Step the optimizer when loss and gradient norm are finite, else skip and count the step (stop after
@@ -334,30 +323,20 @@ class Trainer:
         return int(batch_targets(batch, self.model.n_heads)[1].sum())
 
     def clip_grad_norm(self) -> float:
-        params = [p for p in self.model.parameters() if p.grad is not None]
-        if not params:
-            return 0.0
         max_norm = self.cfg.optim.grad_clip if self.cfg.optim.grad_clip is not None else float("inf")
-        if self.dist is not None:
-            return clip_grad_norm_sharded(self.model, max_norm)
-        return float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+        return self.dist.clip_grad_norm(self.model, max_norm)
 
     @torch.no_grad()
     def validate(self, *, lm: bool = True) -> dict[str, Any]:
-        """Per-head CE on the correct validation records (comparable across methods, whatever they train on)
-        and, with a critic, its value metrics on all validation records. No gradient, RNG, data-order or
-        running-statistics changes. lm=False: critic metrics only (stage 1)."""
+        """Per-head CE on the correct validation records (comparable across methods, whatever they train on) and
+        the weighting's validation metrics (eval_* hooks) on all validation records. No gradient, RNG, data-order
+        or running-statistics changes. lm=False: the weighting's metrics only (a row without kind and step)."""
         was_training = self.model.training
         self.model.eval()
-        H, size = self.model.n_heads, self.cfg.train.batch_size
+        H = self.model.n_heads
         ce_sum, count = torch.zeros(H, dtype=torch.float64), torch.zeros(H, dtype=torch.float64)
-        critic = self.critic_stage.critic if self.critic_stage is not None else None
-        critic_acc = CriticEval()
-        n_batches = math.ceil(len(self.valid_data) / size)
-        if self.cfg.train.eval_batches is not None:
-            n_batches = min(n_batches, self.cfg.train.eval_batches)
-        for i in range(n_batches):
-            batch = self.to_device(collate(self.valid_data[i * size : (i + 1) * size], pad_id=self.pad_id))
+        acc = self.weight_fn.eval_start()
+        for batch in self.batches(self.valid_data, self.cfg.train.eval_batches):
             with self.autocast():
                 z, ctx = self.model.trunk_forward(batch["input_ids"], batch["attention_mask"])
                 if lm:
@@ -366,18 +345,17 @@ class Trainer:
                     ce = heads_ce(self.model, z, ctx, targets, valid, chunk_tokens=self.cfg.train.ce_chunk_tokens)
                     ce_sum += ce.sum(dim=(0, 1)).double().cpu()
                     count += valid.sum(dim=(0, 1)).double().cpu()
-            if critic is not None:
-                critic.accumulate_eval(critic_acc, self.model.values(z, ctx), batch)
+            if acc is not None:
+                self.weight_fn.eval_batch(acc, batch, self.weight_fn.forward(self.model, z, ctx))
         self.model.train(was_training)
+        row: dict[str, Any] = {}
         if lm:
-            row: dict[str, Any] = {"kind": "eval", "step": self.step}
+            row = {"kind": "eval", "step": self.step}
             per_head = ce_sum / count.clamp(min=1)
             row["val_loss"] = (ce_sum.sum() / count.sum().clamp(min=1)).item()
             row.update({f"val_ce_h{k + 1}": per_head[k].item() for k in range(H)})
-        else:
-            row = {"kind": "critic_eval", "step": self.critic_stage.step}
-        if critic is not None:
-            row.update(critic_acc.result())
+        if acc is not None:
+            row.update(self.weight_fn.eval_result(acc))
         return row
 
     def _progress(self) -> Progress:

@@ -1,31 +1,167 @@
-"""The WeightFn interface, weight normalisation and weight statistics (DESIGN §6–§7).
+"""The WeightFn plug-in interface, weight normalisation and weight statistics (DESIGN §6–§7).
 
-A WeightFn maps a batch (and, if it asks for them, the detached per-(t,k) CEs) to raw weights
-w: Float[B,T,H] ≥ 0. The trainer then normalises, clips and detaches them; invalid entries are 0.
+A weighting is one file: a `WeightFn` subclass with a nested pydantic `Config`, registered with
+`@register_weighting("name")` (wmtp.registry). The trainer, the step and the run builder call the hooks
+below for every weighting and name none; each hook is a no-op unless overridden, except `weights`.
 
-Two optional methods, called by the trainer when a WeightFn has them:
-    begin_step(step)  before the micro-batches of optimizer step `step` (0-based; restored on resume), so
-                      that seeded draws and per-step statistics follow the step, not the number of calls
-    last_stats()      dict[str, float] merged into the step's metrics row (e.g. rho1's `excess_h{k}`)
+    class Config                        weighting.<name>.<field> (extra keys rejected)
+    needs_ce / needs_values             weights() reads the detached CE / the outputs of forward()
+    train_on                            "all": learns from incorrect records too (data.train_on=all is required,
+                                        and sweeps set it); None: the user's data.train_on
+    supports_packing                    False: needs one record per row (data.pack=true is refused)
+    uses_reference                      Config has `reference` (a next-token model whose CE the sweep trains and
+                                        `wmtp score-ref` caches)
+    is_control                          resamples the weights of `weighting.control_of` (random / shuffled)
+    pre_train_kinds / report_ignores    metrics kinds its pre-training stage writes; Config fields that say where,
+                                        not what (left out of report grouping)
+
+Run order: from_config → attach(model) (extra modules; param_groups adds their optimizer groups) → prepare(run)
+(references, caches, statistics of the training data) → bind(trainer) → pre_train (a stage before the main loop) → per
+optimizer step begin_step(step), then per micro-batch forward(model, z, ctx) → weights(batch, valid, ce, outputs)
+→ aux_loss(batch, outputs) → stats(). Validation: eval_start / eval_batch / eval_result. Resume: state_dict.
+The trainer normalises, clips and detaches the raw weights; invalid entries are 0.
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import torch
+from pydantic import BaseModel, ConfigDict
 from torch import Tensor
 
+from wmtp.config import ConfigError, RunConfig, WeightingConfig
+from wmtp.data.collate import EncodedRecord
+from wmtp.data.dataset import PreparedData
+from wmtp.model.mtp import MTPModel, TrunkContext
 
-class WeightFn(Protocol):
-    """Raw per-(t,k) weights. `needs_ce`: whether `__call__` reads `ce` (then the trainer computes it first)."""
 
-    needs_ce: bool
+class NoOptions(BaseModel):
+    """The Config of a weighting without settings."""
 
-    def __call__(self, batch: dict[str, Any], valid: Tensor, ce: Tensor | None) -> Tensor:
-        """batch: collated batch (DESIGN §3); valid: Bool[B,T,H]; ce: Float[B,T,H] detached or None.
-        Returns raw weights Float[B,T,H] (≥ 0; values at invalid entries are ignored)."""
-        ...
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, coerce_numbers_to_str=True)
+
+
+@dataclass
+class RunContext:
+    """What `prepare` sees of the run being built; it may replace `train`/`valid` (e.g. records carrying ref_ce)
+    and add provenance to `meta` (written to meta.json)."""
+
+    cfg: RunConfig
+    data: PreparedData
+    train: list[EncodedRecord]
+    valid: list[EncodedRecord]
+    device: torch.device
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+class WeightFn(ABC):
+    """Raw per-(t,k) weights w: Float[B,T,H] ≥ 0 and the hooks of one weighting (module docstring)."""
+
+    Config: ClassVar[type[BaseModel]] = NoOptions
+    name: ClassVar[str] = ""  # set by register_weighting
+    needs_ce: ClassVar[bool] = False
+    needs_values: ClassVar[bool] = False
+    train_on: ClassVar[str | None] = None
+    supports_packing: ClassVar[bool] = True
+    uses_reference: ClassVar[bool] = False
+    is_control: ClassVar[bool] = False
+    pre_train_kinds: ClassVar[tuple[str, ...]] = ()
+    report_ignores: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, cfg: BaseModel | None = None, *, seed: int = 0):
+        self.cfg = cfg if cfg is not None else self.Config()
+        self.seed = seed
+
+    # ---- construction and checks --------------------------------------------------------------------------
+
+    @classmethod
+    def from_config(cls, wcfg: WeightingConfig, *, seed: int) -> WeightFn:
+        """The instance a run with `wcfg` uses (its own section `weighting.<name>`); seed: the run seed."""
+        return cls(wcfg.section(cls.name), seed=seed)
+
+    @classmethod
+    def check_config(cls, cfg: RunConfig) -> None:
+        """Refuse settings this weighting cannot train with (ConfigError naming the keys); called at validation
+        with the class whose declarations the run follows. The default checks `train_on` and packing."""
+        name = cfg.weighting.name
+        if cls.train_on is not None and cfg.data.train_on != cls.train_on:
+            raise ConfigError(
+                f"weighting.name={name} ({cls.name}) learns from correct and incorrect records: "
+                f"set data.train_on={cls.train_on} (got {cfg.data.train_on!r})"
+            )
+        if cfg.data.pack and not cls.supports_packing:
+            raise ConfigError(f"data.pack=true cannot be used with weighting.name={name} ({cls.name}): it needs one "
+                              "record per row; set data.pack=false")
+
+    # ---- hooks (no-ops unless overridden) -------------------------------------------------------------------
+
+    def attach(self, model: MTPModel) -> None:
+        """Add extra modules to the model (saved and sharded with it), before the optimizer is built."""
+
+    def param_groups(self, model: MTPModel) -> list[dict[str, Any]]:
+        """Optimizer groups of the attached modules (AdamW group dicts; a `peak_lr` follows the schedule's shape,
+        `name` identifies the group); their parameters leave the model's default groups."""
+        return []
+
+    def prepare(self, run: RunContext) -> None:
+        """Build what the weights need from the run's data: references, caches, statistics."""
+
+    def bind(self, trainer: Any) -> None:
+        """The wmtp.train.trainer.Trainer this weighting trains with, once, before any resume (a weighting with a
+        stage or files of its own keeps it: its data stream, aux_step, validate, save, run_dir, dist)."""
+
+    def pre_train_steps(self) -> tuple[int, int]:
+        """(done, total) optimizer steps of the stage `pre_train` runs before the main loop ((0, 0): none)."""
+        return 0, 0
+
+    def pre_train(self, report: Callable[[str], None]) -> None:
+        """The stage before the main loop, resuming where its checkpoint left off; report(text) updates the
+        progress bar."""
+
+    def begin_step(self, step: int) -> None:
+        """Before the micro-batches of optimizer step `step` (0-based; restored on resume)."""
+
+    def forward(self, model: MTPModel, z: Tensor, ctx: TrunkContext) -> dict[str, Tensor]:
+        """Outputs of attached modules on the trunk output z: Float[B,T,D] (with their graph), e.g. values."""
+        return {}
+
+    @abstractmethod
+    def weights(
+        self, batch: dict[str, Any], valid: Tensor, ce: Tensor | None, outputs: dict[str, Tensor]
+    ) -> Tensor:
+        """Raw weights Float[B,T,H] (≥ 0; values at invalid entries are ignored). batch: collated (DESIGN §3);
+        valid: Bool[B,T,H]; ce: detached Float[B,T,H] when needs_ce, else None; outputs: forward's, detached."""
+
+    def aux_loss(
+        self, batch: dict[str, Any], outputs: dict[str, Tensor], *, n_tokens: int
+    ) -> tuple[Tensor, dict[str, float]] | None:
+        """An extra loss back-propagated with the MTP loss (through `outputs`), and its metrics (summed over
+        micro-batches and ranks); n_tokens: loss-carrying tokens of the whole step."""
+        return None
+
+    def stats(self) -> dict[str, float]:
+        """Metrics of the current step, merged into its row (e.g. rho1's excess_h{k})."""
+        return {}
+
+    def eval_start(self) -> Any:
+        """A validation accumulator (None: the weighting has no validation metrics)."""
+        return None
+
+    def eval_batch(self, acc: Any, batch: dict[str, Any], outputs: dict[str, Tensor]) -> None:
+        """Add one validation batch to `acc`; changes no running state."""
+
+    def eval_result(self, acc: Any) -> dict[str, float]:
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore `state_dict()` (on resume)."""
 
 
 def normalize_weights(

@@ -16,12 +16,16 @@ step), so a resumed run draws exactly what the uninterrupted one did, and the gl
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from wmtp.weighting.base import WeightFn
+from wmtp.config import WeightingConfig
+from wmtp.model.mtp import MTPModel, TrunkContext
+from wmtp.weighting.base import RunContext, WeightFn
+from wmtp.registry import register_weighting, weighting_class
 
 CONTROL_MODES = ("shuffled", "random")
 
@@ -53,31 +57,92 @@ def random_weights(weights: Tensor, valid: Tensor, generator: torch.Generator) -
     return out
 
 
-class ControlWeight:
-    """WeightFn: `mode` ∈ {shuffled, random} applied to the raw weights of `base` (e.g. a Rho1Weight)."""
+class ControlWeight(WeightFn):
+    """WeightFn: `mode` ∈ {shuffled, random} applied to the raw weights of `base` (any weighting, e.g. a
+    Rho1Weight); every other hook is the base's, so the base trains, pre-trains and validates as it would alone."""
+
+    is_control = True
 
     def __init__(self, base: WeightFn, *, mode: str, seed: int):
         if mode not in CONTROL_MODES:
             raise ValueError(f"control mode must be one of {CONTROL_MODES}, got {mode!r}")
-        self.base, self.mode, self.seed = base, mode, seed
-        self.needs_ce = base.needs_ce
-        self.needs_values = getattr(base, "needs_values", False)
+        super().__init__(seed=seed)
+        self.base, self.mode = base, mode
+        self.needs_ce, self.needs_values = base.needs_ce, base.needs_values
+        self.pre_train_kinds = base.pre_train_kinds
         self.begin_step(0)
+
+    @classmethod
+    def from_config(cls, wcfg: WeightingConfig, *, seed: int) -> WeightFn:
+        base = weighting_class(wcfg.control_of).from_config(wcfg, seed=seed)
+        return cls(base, mode=cls.name, seed=seed)
 
     def begin_step(self, step: int) -> None:
         """Called by the trainer before the micro-batches of optimizer step `step` (0-based)."""
         self._step, self._micro = step, 0
-        begin = getattr(self.base, "begin_step", None)
-        if begin is not None:
-            begin(step)
+        self.base.begin_step(step)
 
-    def __call__(self, batch: dict[str, Any], valid: Tensor, ce: Tensor | None) -> Tensor:
-        w = self.base(batch, valid, ce)
+    def weights(
+        self, batch: dict[str, Any], valid: Tensor, ce: Tensor | None, outputs: dict[str, Tensor]
+    ) -> Tensor:
+        w = self.base.weights(batch, valid, ce, outputs)
         g = control_generator(self.seed, self._step, self._micro)
         self._micro += 1
         draw = shuffled_weights if self.mode == "shuffled" else random_weights
         return draw(w, valid, g)
 
-    def last_stats(self) -> dict[str, float]:
-        stats = getattr(self.base, "last_stats", None)
-        return stats() if stats is not None else {}
+    # ---- the base's hooks ---------------------------------------------------------------------------------
+
+    def attach(self, model: MTPModel) -> None:
+        self.base.attach(model)
+
+    def param_groups(self, model: MTPModel) -> list[dict[str, Any]]:
+        return self.base.param_groups(model)
+
+    def prepare(self, run: RunContext) -> None:
+        self.base.prepare(run)
+
+    def bind(self, trainer: Any) -> None:
+        self.base.bind(trainer)
+
+    def pre_train_steps(self) -> tuple[int, int]:
+        return self.base.pre_train_steps()
+
+    def pre_train(self, report: Callable[[str], None]) -> None:
+        self.base.pre_train(report)
+
+    def forward(self, model: MTPModel, z: Tensor, ctx: TrunkContext) -> dict[str, Tensor]:
+        return self.base.forward(model, z, ctx)
+
+    def aux_loss(
+        self, batch: dict[str, Any], outputs: dict[str, Tensor], *, n_tokens: int
+    ) -> tuple[Tensor, dict[str, float]] | None:
+        return self.base.aux_loss(batch, outputs, n_tokens=n_tokens)
+
+    def stats(self) -> dict[str, float]:
+        return self.base.stats()
+
+    def eval_start(self) -> Any:
+        return self.base.eval_start()
+
+    def eval_batch(self, acc: Any, batch: dict[str, Any], outputs: dict[str, Tensor]) -> None:
+        self.base.eval_batch(acc, batch, outputs)
+
+    def eval_result(self, acc: Any) -> dict[str, float]:
+        return self.base.eval_result(acc)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.base.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.base.load_state_dict(state)
+
+
+@register_weighting("shuffled")
+class ShuffledControl(ControlWeight):
+    """The weights of `weighting.control_of` permuted among the batch's valid entries."""
+
+
+@register_weighting("random")
+class RandomControl(ControlWeight):
+    """The weights of `weighting.control_of` drawn i.i.d. from their empirical distribution on the valid entries."""

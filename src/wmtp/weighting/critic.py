@@ -1,163 +1,98 @@
 """Verifiable-critic weighting (DESIGN §7): a value head learns the chance that a solution is correct from the
 records' `is_correct`; the TD errors / GAE advantages of each target token become the weights of the heads
-that predict it.
+that predict it. Two stages: stage 1 (`pre_train`) pre-trains the value head on value loss alone and leaves the
+stage-1 critic's values of every record as the anchor of stage 2's drift control; stage 2 is weighted MTP plus
+`value_coef` × value loss (`aux_loss`). The math is in wmtp.weighting.critic_math (notation there).
 
-Notation (all Float[B,T] unless said): values[b,i] = V(s_i), the value of the prefix x_≤i; mask[b,j] marks
-completion tokens (one contiguous run per row, never at j=0); the terminal reward sits on the last completion
-token. "The value of token j" is V(s_{j−1}), the prediction made before token j is emitted; V(s_last) is
-never used (the episode ends with the last token).
+Stage 1 runs `n_steps = ceil(pretrain_epochs · N_train / (batch_size · grad_accum))` optimizer steps (trunk frozen,
+or at `pretrain_trunk_lr_scale · optim.lr`) on the trainer's data stream. At its end the values V(s_i) of every
+train and valid record are stored once in run_dir/critic_anchor.safetensors (atomically; its sha256 is part of the
+checkpointed state).
 """
 
 from __future__ import annotations
 
 import math
+import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
-from scipy.stats import mannwhitneyu
+from pydantic import Field
+from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from wmtp.config import CriticConfig
+from wmtp.model.checkpoints import CheckpointError
+from wmtp.model.mtp import MTPModel, TrunkContext
+from wmtp.train.state import sha256_file
+from wmtp.weighting.base import NoOptions, RunContext, WeightFn
+from wmtp.weighting.critic_math import (
+    RunningMoments,
+    auc,
+    discounted_sums,
+    explained_variance,
+    gae,
+    kstep_td,
+    last_completion_token,
+    shift_left,
+    shift_right,
+    td_errors,
+    terminal_rewards,
+)
+from wmtp.registry import register_weighting
 
-# ---- the math (public contracts) ---------------------------------------------------------------------------
+if TYPE_CHECKING:
+    from wmtp.train.trainer import Trainer
 
-
-def shift_right(x: Tensor) -> Tensor:
-    """out[:, j] = x[:, j−1], 0 at j=0 (on the time axis, dim 1)."""
-    out = torch.zeros_like(x)
-    out[:, 1:] = x[:, :-1]
-    return out
-
-
-def shift_left(x: Tensor, k: int) -> Tensor:
-    """out[:, t] = x[:, t+k], 0 where t+k ≥ T."""
-    out = torch.zeros_like(x)
-    if k < x.shape[1]:
-        out[:, : x.shape[1] - k] = x[:, k:]
-    return out
-
-
-def last_completion_token(mask: Tensor) -> Tensor:
-    """Bool[B,T]: the last True of each row's (contiguous) mask."""
-    mask = mask.bool()
-    following = torch.zeros_like(mask)
-    following[:, :-1] = mask[:, 1:]
-    return mask & ~following
+ANCHOR_FILE = "critic_anchor.safetensors"
 
 
-def terminal_rewards(
-    is_correct: Tensor, mask: Tensor, *, reward_correct: float = 1.0, reward_incorrect: float = 0.0
-) -> Tensor:
-    """Rewards Float[B,T]: reward_correct / reward_incorrect on the last completion token of each row, else 0.
-    is_correct: Float[B] or Bool[B]; mask: Bool[B,T] completion tokens."""
-    per_row = torch.where(is_correct.bool(), reward_correct, reward_incorrect).to(torch.float32)
-    return torch.where(last_completion_token(mask), per_row[:, None], 0.0)
+class CriticConfig(NoOptions):
+    """Verifiable-critic weighting (DESIGN §7; `wmtp.weighting.critic`): value head, TD/GAE weights, two stages."""
 
-
-def td_errors(rewards: Tensor, values: Tensor, mask: Tensor, gamma: float) -> Tensor:
-    """δ_j = r_j + γ·V(s_j)·[j not last] − V(s_{j−1}) on completion tokens, 0 elsewhere."""
-    mask = mask.bool()
-    bootstrap = torch.where(last_completion_token(mask), 0.0, values)
-    return torch.where(mask, rewards + gamma * bootstrap - shift_right(values), 0.0)
-
-
-def gae(rewards: Tensor, values: Tensor, mask: Tensor, gamma: float, lam: float) -> tuple[Tensor, Tensor]:
-    """Generalised advantage estimation over each row's completion: (advantages, returns), Float[B,T] each.
-
-    A_j = Σ_{l≥0} (γλ)^l δ_{j+l} over the rest of the completion; returns_j = A_j + V(s_{j−1}); 0 off the mask.
-    Vectorised as one matmul with the discount matrix Γ[j,j'] = (γλ)^{j'−j}·[j' ≥ j] ([T,T]); δ is 0 off the
-    mask and the completion is contiguous, so the sum stops at the completion's end by itself.
-    """
-    mask = mask.bool()
-    advantages = discounted_sums(td_errors(rewards, values, mask, gamma), mask, gamma * lam)
-    returns = torch.where(mask, advantages + shift_right(values), 0.0)
-    return advantages, returns
-
-
-def discounted_sums(delta: Tensor, mask: Tensor, discount: float) -> Tensor:
-    """Σ_{l≥0} discount^l δ_{j+l} on the mask, 0 off it; δ: Float[B,T], 0 off the (contiguous) mask."""
-    T = delta.shape[1]
-    pos = torch.arange(T, device=delta.device)
-    lag = pos[None, :] - pos[:, None]  # [T,T]: j' − j
-    matrix = torch.where(lag >= 0, discount ** lag.clamp(min=0).to(torch.float64), 0.0)
-    return torch.where(mask, (delta.to(torch.float64) @ matrix.T).to(delta.dtype), 0.0)
-
-
-def kstep_td(rewards: Tensor, values: Tensor, mask: Tensor, gamma: float, n_heads: int) -> Tensor:
-    """The proposal's k-step TD error per head, Float[B,T,H]: for target j = t+k with t+1..t+k completion tokens,
-    δ[t,k] = Σ_{i=1..k} γ^{i−1} r_{t+i} + γ^k·V(s_{t+k})·[t+k not last] − V(s_t); 0 elsewhere."""
-    mask = mask.bool()
-    bootstrap = torch.where(last_completion_token(mask), 0.0, values)
-    starts_in = shift_left(mask, 1)  # t+1 is a completion token
-    out, reward_sum = [], torch.zeros_like(values)
-    for k in range(1, n_heads + 1):
-        reward_sum = reward_sum + gamma ** (k - 1) * shift_left(rewards, k)
-        delta = reward_sum + gamma**k * shift_left(bootstrap, k) - values
-        out.append(torch.where(starts_in & shift_left(mask, k), delta, 0.0))
-    return torch.stack(out, dim=-1)
-
-
-def auc(scores: Tensor, labels: Tensor) -> float:
-    """ROC AUC of `scores` for binary `labels` (1-D): P(s_pos > s_neg) + ½·P(tie), via Mann–Whitney U."""
-    labels = labels.bool()
-    pos, neg = scores[labels].double().cpu().numpy(), scores[~labels].double().cpu().numpy()
-    if len(pos) == 0 or len(neg) == 0:
-        raise ValueError(f"AUC needs both classes; got {len(pos)} positive and {len(neg)} negative")
-    return float(mannwhitneyu(pos, neg).statistic / (len(pos) * len(neg)))
-
-
-def explained_variance(pred: Tensor, target: Tensor) -> float:
-    """1 − Var(target − pred) / Var(target) (population variances of 1-D tensors); nan when Var(target)=0."""
-    var = target.double().var(unbiased=False)
-    if var == 0:
-        return math.nan
-    return float(1 - (target.double() - pred.double()).var(unbiased=False) / var)
-
-
-# ---- running statistics ---------------------------------------------------------------------------------
-
-
-@dataclass
-class RunningMoments:
-    """Exponential moving mean/variance of advantages (AWR whitening). Updated by training calls only."""
-
-    momentum: float
-    mean: float = 0.0
-    var: float = 1.0
-    count: int = 0  # updates so far (the first one sets the moments)
-
-    def update(self, x: Tensor) -> None:
-        """Fold in a batch of advantages (1-D); under torch.distributed the batch is every rank's, summed."""
-        x = x.double()
-        count = torch.tensor(float(x.numel()), dtype=torch.float64)
-        moments = torch.stack([count, x.sum().cpu(), x.pow(2).sum().cpu()])
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.all_reduce(moments)
-        n, total, squares = moments.tolist()
-        if n == 0:
-            return
-        mean = total / n
-        var = max(squares / n - mean**2, 0.0)
-        if self.count == 0:
-            self.mean, self.var = mean, var
-        else:
-            m = self.momentum
-            self.var = m * self.var + (1 - m) * var + m * (1 - m) * (mean - self.mean) ** 2
-            self.mean = m * self.mean + (1 - m) * mean
-        self.count += 1
-
-    def whiten(self, x: Tensor) -> Tensor:
-        return (x - self.mean) / math.sqrt(self.var + 1e-8)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"mean": self.mean, "var": self.var, "count": self.count}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.mean, self.var, self.count = state["mean"], state["var"], state["count"]
-
-
-# ---- the weight function ----------------------------------------------------------------------------------
+    mode: Literal["abs_td", "exp_adv", "kstep"] = Field(
+        "abs_td",
+        description="Weight of (t,k) from target token j=t+k: abs_td = |δ_j| (the proposal); exp_adv = "
+        "min(exp(Â_j/β), w_max) with Â whitened by running moments (AWR); "
+        "kstep = |r + γ^k·V(s_{t+k}) − V(s_t)|.",
+    )
+    gamma: float = Field(1.0, gt=0, le=1, description="Discount γ per token.")
+    lam: float = Field(0.95, ge=0, le=1, description="GAE λ (stage-2 advantages and value targets).")
+    reward_correct: float = Field(1.0, description="Terminal reward of a correct solution (on its last token).")
+    reward_incorrect: float = Field(0.0, description="Terminal reward of an incorrect solution (0 or −1).")
+    reward_norm: Literal["none", "zscore"] = Field(
+        "none", description="zscore: standardise terminal rewards with the training records' mean and std."
+    )
+    beta: float = Field(1.0, gt=0, description="exp_adv temperature β.")
+    w_max: float = Field(20.0, gt=0, description="exp_adv cap on a raw weight.")
+    adv_momentum: float = Field(
+        0.99, ge=0, lt=1, description="exp_adv: momentum of the running advantage mean/variance."
+    )
+    value_head: Literal["linear", "mlp", "block"] = Field(
+        "block",
+        description="Value head on the trunk output z: RMSNorm then linear, a 2-layer MLP, or a causal transformer "
+        "block (a copy of the trunk's last block) then linear, which can pool evidence over the prefix.",
+    )
+    lr: float = Field(1e-3, gt=0, description="Value-head learning rate (stage 2 follows the main schedule's shape).")
+    pretrain_epochs: float = Field(0.5, ge=0, description="Stage 1 (critic pre-training) length in epochs.")
+    pretrain_target: Literal["mc", "lambda"] = Field(
+        "mc", description="Stage-1 value targets: Monte-Carlo returns or λ-returns."
+    )
+    pretrain_trunk_lr_scale: float = Field(
+        0.0, ge=0, description="Stage-1 trunk learning rate as a fraction of optim.lr (0 = trunk frozen)."
+    )
+    value_coef: float = Field(0.5, ge=0, description="Stage-2 weight of the value loss added to the MTP loss.")
+    value_clip: float | None = Field(
+        None, gt=0, description="Drift control: clip V within ±value_clip of the stage-1 critic (PPO-style)."
+    )
+    anchor_coef: float = Field(
+        0.1, ge=0, description="Drift control: coefficient of the MSE between V and the frozen stage-1 critic."
+    )
+    lm_on_incorrect: bool = Field(
+        True, description="Incorrect records carry LM loss (with their weights); false: weight 0 on them."
+    )
 
 
 @dataclass
@@ -184,20 +119,39 @@ class CriticEval:
         return out
 
 
-class CriticWeight:
+@register_weighting("critic")
+class CriticWeight(WeightFn):
     """Raw weights from the value head's TD errors or advantages (`weighting.critic.mode`), its value loss with
-    drift control, and its validation metrics. The trainer puts the detached values V(s_i) into
-    `batch["values"]` (Float[B,T]) before calling it (`needs_values`).
+    drift control, its two stages and its validation metrics. `forward` gives the value head's V(s_i)
+    (outputs["values"], Float[B,T]).
 
-    reward_rate: fraction of correct training records; with `reward_norm=zscore` terminal rewards become
-    (r − μ)/σ with μ, σ the mean and std of the training records' rewards.
+    reward_rate: fraction of correct training records (None: taken from the run's training records in `prepare`);
+    with `reward_norm=zscore` terminal rewards become (r − μ)/σ with μ, σ the mean and std of their rewards.
     """
 
-    needs_ce = False
+    Config = CriticConfig
     needs_values = True
+    train_on = "all"
+    supports_packing = False  # one reward per row
+    pre_train_kinds = ("critic_train", "critic_eval")
 
-    def __init__(self, cfg: CriticConfig, *, reward_rate: float):
-        self.cfg = cfg
+    def __init__(self, cfg: CriticConfig | None = None, *, seed: int = 0, reward_rate: float | None = None):
+        super().__init__(cfg, seed=seed)
+        self.reward_correct: float | None = None
+        self.reward_incorrect: float | None = None
+        if reward_rate is not None or self.cfg.reward_norm == "none":
+            self.set_reward_rate(reward_rate)
+        self.moments = RunningMoments(self.cfg.adv_momentum)
+        self.anchors: dict[str, Tensor] = {}
+        self._stats: dict[str, float] = {}
+        self.trainer: Trainer | None = None
+        self.stage_steps = 0  # stage-1 length (set by bind)
+        self.stage_step = 0  # stage-1 optimizer steps taken
+        self.anchor_sha256: str | None = None
+
+    def set_reward_rate(self, reward_rate: float | None) -> None:
+        """Terminal rewards of correct / incorrect records (z-scored with the correct rate `reward_rate`)."""
+        cfg = self.cfg
         rc, ri = cfg.reward_correct, cfg.reward_incorrect
         if cfg.reward_norm == "zscore":
             mean = reward_rate * rc + (1 - reward_rate) * ri
@@ -206,13 +160,39 @@ class CriticWeight:
                 raise ValueError("reward_norm=zscore needs both correct and incorrect training records")
             rc, ri = (rc - mean) / std, (ri - mean) / std
         self.reward_correct, self.reward_incorrect = rc, ri
-        self.moments = RunningMoments(cfg.adv_momentum)
-        self.anchors: dict[str, Tensor] = {}
-        self._stats: dict[str, float] = {}
+
+    # ---- run hooks ----------------------------------------------------------------------------------------
+
+    def attach(self, model: MTPModel) -> None:
+        model.attach_value_head(self.cfg.value_head)
+
+    def param_groups(self, model: MTPModel) -> list[dict[str, Any]]:
+        """The value head: no decay, its own peak lr `weighting.critic.lr` (stage 2 follows the schedule's shape)."""
+        if model.value_head is None:
+            return []
+        return [{"params": list(model.value_head.parameters()), "weight_decay": 0.0, "name": "value",
+                 "peak_lr": self.cfg.lr}]
+
+    def prepare(self, run: RunContext) -> None:
+        if self.reward_correct is None:
+            self.set_reward_rate(sum(r.is_correct for r in run.train) / len(run.train))
+
+    def bind(self, trainer: Trainer) -> None:
+        if trainer.model.value_head is None:
+            raise ValueError("the critic weighting needs a model with a value head (MTPModel.attach_value_head)")
+        self.trainer = trainer
+        tc = trainer.cfg.train
+        self.stage_steps = math.ceil(self.cfg.pretrain_epochs * len(trainer.train_data) / (tc.batch_size * tc.grad_accum))
+
+    def forward(self, model: MTPModel, z: Tensor, ctx: TrunkContext) -> dict[str, Tensor]:
+        return {"values": model.values(z, ctx)}  # [B,T]
 
     # ---- pieces -------------------------------------------------------------------------------------------
 
     def rewards(self, batch: dict[str, Any]) -> Tensor:
+        if self.reward_correct is None:
+            raise RuntimeError("reward_norm=zscore needs the training records' correct rate: prepare(run) or "
+                               "CriticWeight(..., reward_rate=)")
         return terminal_rewards(
             batch["is_correct"], batch["loss_mask"],
             reward_correct=self.reward_correct, reward_incorrect=self.reward_incorrect,
@@ -232,10 +212,12 @@ class CriticWeight:
 
     # ---- weights ------------------------------------------------------------------------------------------
 
-    def __call__(self, batch: dict[str, Any], valid: Tensor, ce: Tensor | None) -> Tensor:
+    def weights(
+        self, batch: dict[str, Any], valid: Tensor, ce: Tensor | None, outputs: dict[str, Tensor]
+    ) -> Tensor:
         """Raw weights Float[B,T,H] ≥ 0 for the heads' targets j = t+k (training: updates the running moments)."""
         cfg, H = self.cfg, valid.shape[-1]
-        values, mask = batch["values"].detach().float(), batch["loss_mask"].bool()
+        values, mask = outputs["values"].detach().float(), batch["loss_mask"].bool()
         rewards = self.rewards(batch)
         delta = td_errors(rewards, values, mask, cfg.gamma)
         advantages = discounted_sums(delta, mask, cfg.gamma * cfg.lam)  # = gae(...)[0], sharing δ
@@ -258,7 +240,7 @@ class CriticWeight:
         }
         return weights.detach()
 
-    def last_stats(self) -> dict[str, float]:
+    def stats(self) -> dict[str, float]:
         return dict(self._stats)
 
     # ---- value loss ---------------------------------------------------------------------------------------
@@ -287,6 +269,13 @@ class CriticWeight:
                 loss = loss + cfg.anchor_coef * (pred - a).pow(2)
         return loss.sum() / max(n_positions, 1)
 
+    def aux_loss(
+        self, batch: dict[str, Any], outputs: dict[str, Tensor], *, n_tokens: int
+    ) -> tuple[Tensor, dict[str, float]]:
+        """Stage 2: value_coef × value loss (its gradient reaches the value head and, through z, the trunk)."""
+        loss = self.value_loss(outputs["values"], batch, stage=2, n_positions=n_tokens)
+        return self.cfg.value_coef * loss, {"value_loss": loss.item()}
+
     # ---- validation ---------------------------------------------------------------------------------------
 
     @torch.no_grad()
@@ -306,10 +295,97 @@ class CriticWeight:
         if anchor is not None:
             acc.drift.append((prev - shift_right(anchor))[mask].abs().cpu())
 
+    def eval_start(self) -> CriticEval:
+        return CriticEval()
+
+    def eval_batch(self, acc: CriticEval, batch: dict[str, Any], outputs: dict[str, Tensor]) -> None:
+        self.accumulate_eval(acc, outputs["values"], batch)
+
+    def eval_result(self, acc: CriticEval) -> dict[str, float]:
+        return acc.result()
+
+    # ---- stage 1 --------------------------------------------------------------------------------------------
+
+    def pre_train_steps(self) -> tuple[int, int]:
+        return self.stage_step, self.stage_steps
+
+    def pre_train(self, report: Callable[[str], None]) -> None:
+        """Pre-train the value head to stage_steps (resuming where a checkpoint left off), then fix the anchor."""
+        tr = self.trainer
+        tc = tr.cfg.train
+        while self.stage_step < self.stage_steps:
+            row = self.stage1_step()
+            if self.stage_step % tc.log_every == 0 or self.stage_step == self.stage_steps:
+                tr.metrics.write(row)
+            if self.stage_step % tc.eval_every == 0 or self.stage_step == self.stage_steps:
+                tr.metrics.write({"kind": "critic_eval", "step": self.stage_step, **tr.validate(lm=False)})
+            if self.stage_step == self.stage_steps:
+                self.write_anchor()
+            if self.stage_step % tc.ckpt_every == 0 or self.stage_step == self.stage_steps:
+                tr.save()
+            report(f"critic {row['value_loss']:.3f}")
+        if self.anchor_sha256 is None:  # pretrain_epochs=0: the initial critic is the anchor
+            self.write_anchor()
+
+    def stage1_step(self) -> dict[str, Any]:
+        """One stage-1 optimizer step: value loss on grad_accum micro-batches (targets per pretrain_target)."""
+        tr, cfg = self.trainer, self.cfg
+        trunk_lr = cfg.pretrain_trunk_lr_scale * tr.cfg.optim.lr
+        tr.set_lr(trunk_lr, by_name={"value": cfg.lr})
+
+        def loss(batch: dict[str, Any], z: Tensor, ctx: TrunkContext, n_tokens: int) -> Tensor:
+            return self.value_loss(tr.model.values(z, ctx), batch, stage=1, n_positions=n_tokens)
+
+        total, grad_norm = tr.aux_step(loss, trunk_grad=trunk_lr > 0)
+        self.stage_step += 1
+        return {"kind": "critic_train", "step": self.stage_step, "value_loss": total, "grad_norm": grad_norm,
+                "lr": cfg.lr}
+
+    @property
+    def anchor_path(self) -> Path:
+        return self.trainer.run_dir / ANCHOR_FILE
+
+    @torch.no_grad()
+    def write_anchor(self) -> None:
+        """Store the current critic's V(s_i) of every train and valid record (by id) and use it as the anchor."""
+        tr = self.trainer
+        records = tr.train_data + tr.valid_data
+        ids = [r.id for r in records]
+        if len(set(ids)) != len(ids):
+            raise ValueError("record ids must be unique across train and valid for the critic's anchor")
+        was_training = tr.model.training
+        tr.model.eval()
+        anchors: dict[str, Tensor] = {}
+        for batch in tr.batches(records):
+            with tr.autocast():
+                z, ctx = tr.model.trunk_forward(batch["input_ids"], batch["attention_mask"])
+            values = tr.model.values(z, ctx).cpu()  # outside autocast, as in training and validation
+            mask = batch["attention_mask"].bool().cpu()
+            for b, record_id in enumerate(batch["ids"]):
+                anchors[record_id] = values[b][mask[b]].contiguous()
+        tr.model.train(was_training)
+        if tr.dist.is_main:  # every rank computed the same values; one writes them
+            tmp = self.anchor_path.with_name(f".{ANCHOR_FILE}.tmp-{os.getpid()}")
+            save_file(anchors, str(tmp))
+            os.replace(tmp, self.anchor_path)
+        tr.dist.barrier()
+        self.anchor_sha256 = sha256_file(self.anchor_path)
+        self.anchors = anchors
+
     # ---- state (resume) -----------------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
-        return {"moments": self.moments.state_dict()}
+        return {"stage_step": self.stage_step, "anchor_sha256": self.anchor_sha256,
+                "moments": self.moments.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the stage-1 progress and running moments, and the anchor file (checked against its sha256)."""
+        self.stage_step, self.anchor_sha256 = state["stage_step"], state["anchor_sha256"]
         self.moments.load_state_dict(state["moments"])
+        self.anchors = {}
+        if self.anchor_sha256 is not None:
+            if not self.anchor_path.is_file():
+                raise CheckpointError(f"{self.anchor_path} is missing; stage 2 of this run cannot resume without it")
+            if sha256_file(self.anchor_path) != self.anchor_sha256:
+                raise CheckpointError(f"{self.anchor_path} does not match the sha256 recorded in the checkpoint")
+            self.anchors = load_file(str(self.anchor_path))

@@ -25,12 +25,16 @@ The trainer then normalises (DESIGN §6). The batch is the micro-batch the Weigh
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import torch
+from pydantic import Field
 from torch import Tensor
 
-from wmtp.config import Rho1Config
+from wmtp.config import ConfigError, RunConfig
+from wmtp.weighting.base import NoOptions, RunContext, WeightFn
+from wmtp.weighting.reference_scores import with_reference
+from wmtp.registry import register_weighting
 
 EXCESS_MODES = ("signed", "abs")
 TRANSFORMS = ("softmax_heads", "softmax_batch", "topk")
@@ -120,20 +124,75 @@ RefScorer = Callable[[Tensor, Tensor], Tensor]
 """(input_ids Long[B,T], attention_mask Bool[B,T]) → ref_ce Float[B,T]: a reference model scoring a batch."""
 
 
-class Rho1Weight:
+class Rho1Config(NoOptions):
+    """Rho-1 excess-loss weighting (DESIGN §7; `wmtp.weighting.rho1`) and its reference model / CE cache."""
+
+    reference: str | None = Field(
+        None,
+        description="Reference model: a wmtp run or model directory (its head 1 = next-token logits), or an HF "
+        "causal LM (local path or hub name). Required when rho1 weights are used (also by its controls).",
+    )
+    reference_revision: str | None = Field(
+        None, description="Hub revision of an HF reference given by name (part of the cache key); None = main."
+    )
+    excess: Literal["signed", "abs"] = Field(
+        "abs",
+        description="excess[t,k] = ce[t,k] − ref_ce[t+k] (signed, Rho-1's original) or its absolute value (abs).",
+    )
+    transform: Literal["softmax_heads", "softmax_batch", "topk"] = Field(
+        "softmax_heads",
+        description="softmax_heads: softmax of excess/T over the valid heads at each t; softmax_batch: softmax "
+        "over all valid entries of the batch, rescaled to mean 1; topk: 1 for the top topk_percent, else 0.",
+    )
+    temperature: float = Field(1.0, gt=0, description="Softmax temperature T (softmax transforms only).")
+    min_ce_diff: float = Field(
+        0.0, ge=0, description="Entries with |excess| < min_ce_diff get weight exactly 0 (0 disables)."
+    )
+    topk_percent: float = Field(
+        60.0, gt=0, le=100, description="topk: percent of the batch's valid entries kept (Rho-1 used 60–70)."
+    )
+    ref_on_the_fly: bool = Field(
+        False,
+        description="Compute ref_ce with the reference model during training instead of reading the cache "
+        "written by `wmtp score-ref`.",
+    )
+    cache_dir: str | None = Field(
+        None, description="Root of reference-CE caches (one subdirectory per key); None = <data.cache_dir>/ref."
+    )
+    shard_records: int = Field(256, ge=1, description="Records per cache shard (the unit of resumption).")
+    score_batch_size: int = Field(16, ge=1, description="Records per reference forward when scoring.")
+
+
+@register_weighting("rho1")
+class Rho1Weight(WeightFn):
     """WeightFn: Rho-1 weights from the batch's `ref_ce` (from the score-ref cache) or, when the batch has none
     and a `scorer` is given (`weighting.rho1.ref_on_the_fly`), from the reference model on the fly.
 
-    `last_stats()` gives, since the last `begin_step`, the mean excess over valid entries per head
+    `stats()` gives, since the last `begin_step`, the mean excess over valid entries per head
     (`excess_h{k}`, signed or abs as configured) and the fraction of valid entries below min_ce_diff.
     """
 
+    Config = Rho1Config
     needs_ce = True
+    uses_reference = True
+    report_ignores = ("cache_dir",)
 
-    def __init__(self, cfg: Rho1Config, *, scorer: RefScorer | None = None):
-        self.cfg = cfg
+    def __init__(self, cfg: Rho1Config | None = None, *, seed: int = 0, scorer: RefScorer | None = None):
+        super().__init__(cfg, seed=seed)
         self.scorer = scorer
         self.begin_step(0)
+
+    @classmethod
+    def check_config(cls, cfg: RunConfig) -> None:
+        super().check_config(cfg)
+        if cfg.data.pack and cfg.weighting.section(cls.name).ref_on_the_fly:
+            raise ConfigError("data.pack=true needs the cached reference CE (wmtp score-ref): the on-the-fly "
+                              "reference would attend across packed records; set weighting.rho1.ref_on_the_fly=false")
+
+    def prepare(self, run: RunContext) -> None:
+        """Attach every record's reference CE from the score-ref cache, or load the on-the-fly scorer."""
+        run.train, run.valid, self.scorer, run.meta["reference"] = with_reference(run.cfg, run.data, run.train,
+                                                                                 run.valid)
 
     def begin_step(self, step: int) -> None:
         self._excess_sum: Tensor | None = None
@@ -150,7 +209,9 @@ class Rho1Weight:
             )
         return self.scorer(batch["input_ids"], batch["attention_mask"])
 
-    def __call__(self, batch: dict[str, Any], valid: Tensor, ce: Tensor | None) -> Tensor:
+    def weights(
+        self, batch: dict[str, Any], valid: Tensor, ce: Tensor | None, outputs: dict[str, Tensor]
+    ) -> Tensor:
         if ce is None:
             raise ValueError("Rho1Weight needs the per-(t,k) CE (needs_ce=True)")
         c = self.cfg
@@ -169,7 +230,7 @@ class Rho1Weight:
         self._count = counts if self._count is None else self._count + counts
         self._n_below += int((valid & (x.abs() < self.cfg.min_ce_diff)).sum())
 
-    def last_stats(self) -> dict[str, float]:
+    def stats(self) -> dict[str, float]:
         if self._count is None or self._count.sum() == 0:
             return {}
         mean = self._excess_sum / self._count.clamp(min=1)

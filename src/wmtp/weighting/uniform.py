@@ -6,11 +6,15 @@ from typing import Any
 
 from torch import Tensor
 
+from wmtp.weighting.base import WeightFn
+from wmtp.registry import register_weighting
 
-class UniformWeight:
+
+@register_weighting("uniform")
+class UniformWeight(WeightFn):
     """w[b,t,k] = 1 wherever valid."""
 
-    needs_ce = False
-
-    def __call__(self, batch: dict[str, Any], valid: Tensor, ce: Tensor | None) -> Tensor:
+    def weights(
+        self, batch: dict[str, Any], valid: Tensor, ce: Tensor | None, outputs: dict[str, Tensor]
+    ) -> Tensor:
         return valid.float()

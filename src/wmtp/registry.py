@@ -1,0 +1,82 @@
+"""The weighting registry: name → WeightFn class, filled by `@register_weighting(name)` (DESIGN §7).
+
+Registration is the only way in, for the built-ins too: their modules (BUILTIN_MODULES) are imported on the
+first lookup, then every entry point of the group `wmtp.weightings` (an external package's
+`[project.entry-points."wmtp.weightings"] mine = "my_pkg.weight"` imports `my_pkg.weight`, whose class is
+decorated). A name registered twice by different classes is an error.
+
+This module imports nothing of wmtp, so `wmtp.config` can look weightings up while validating; plug-in authors use
+the same decorator as `wmtp.weighting.register_weighting`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from importlib.metadata import entry_points
+from typing import Any, TypeVar
+
+BUILTIN_MODULES = ("wmtp.weighting.uniform", "wmtp.weighting.rho1", "wmtp.weighting.critic", "wmtp.weighting.controls")
+ENTRY_POINT_GROUP = "wmtp.weightings"
+
+_REGISTRY: dict[str, type] = {}
+_loaded = False
+
+W = TypeVar("W", bound=type)
+
+
+def register_weighting(name: str) -> Callable[[W], W]:
+    """Class decorator: make `weighting.name=<name>` select the class and `weighting.<name>.<field>` set the fields
+    of its nested pydantic `Config`."""
+    if not name.isidentifier():
+        raise ValueError(f"a weighting name must be an identifier (it is a config section), got {name!r}")
+
+    def register(cls: W) -> W:
+        previous = _REGISTRY.get(name)
+        if previous is not None and previous.__qualname__ != cls.__qualname__:
+            raise ValueError(f"weighting {name!r} is already registered by {previous.__module__}.{previous.__qualname__}")
+        if not hasattr(cls, "Config") or not hasattr(cls, "weights"):
+            raise TypeError(f"{cls.__qualname__} is not a wmtp.weighting.WeightFn subclass")
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return register
+
+
+def _load() -> None:
+    """Import the built-in weightings and the entry points of external packages (once)."""
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    for module in BUILTIN_MODULES:
+        importlib.import_module(module)
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        ep.load()
+
+
+def weightings() -> dict[str, Any]:
+    """Every registered weighting: name → WeightFn class (in registration order)."""
+    _load()
+    return dict(_REGISTRY)
+
+
+def weighting_class(name: str) -> Any:
+    """The WeightFn class registered as `name`; a clear error listing the registered names otherwise."""
+    classes = weightings()
+    if name not in classes:
+        raise ValueError(f"unknown weighting {name!r}; registered: {', '.join(classes)}")
+    return classes[name]
+
+
+def method_class(name: str, control_of: str) -> Any:
+    """The class whose declarations (needs, train_on, packing, reference) a run with `weighting.name=name` follows:
+    the weighting itself, or for a control the weighting it resamples."""
+    cls = weighting_class(name)
+    return weighting_class(control_of) if cls.is_control else cls
+
+
+def build_weight_fn(wcfg: Any, *, seed: int = 0) -> Any:
+    """The WeightFn a run with the WeightingConfig `wcfg` trains with; seed: the run seed (controls draw from it)."""
+    return weighting_class(wcfg.name).from_config(wcfg, seed=seed)

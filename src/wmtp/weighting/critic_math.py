@@ -1,0 +1,151 @@
+"""The verifiable critic's math (DESIGN §7), as pure functions of Float[B,T] tensors, and the running advantage
+moments of AWR whitening.
+
+Notation: values[b,i] = V(s_i), the value of the prefix x_≤i; mask[b,j] marks completion tokens (one contiguous
+run per row, never at j=0); the terminal reward sits on the last completion token. "The value of token j" is
+V(s_{j−1}), the prediction made before token j is emitted; V(s_last) is never used (the episode ends with the last
+token).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from scipy.stats import mannwhitneyu
+from torch import Tensor
+
+def shift_right(x: Tensor) -> Tensor:
+    """out[:, j] = x[:, j−1], 0 at j=0 (on the time axis, dim 1)."""
+    out = torch.zeros_like(x)
+    out[:, 1:] = x[:, :-1]
+    return out
+
+
+def shift_left(x: Tensor, k: int) -> Tensor:
+    """out[:, t] = x[:, t+k], 0 where t+k ≥ T."""
+    out = torch.zeros_like(x)
+    if k < x.shape[1]:
+        out[:, : x.shape[1] - k] = x[:, k:]
+    return out
+
+
+def last_completion_token(mask: Tensor) -> Tensor:
+    """Bool[B,T]: the last True of each row's (contiguous) mask."""
+    mask = mask.bool()
+    following = torch.zeros_like(mask)
+    following[:, :-1] = mask[:, 1:]
+    return mask & ~following
+
+
+def terminal_rewards(
+    is_correct: Tensor, mask: Tensor, *, reward_correct: float = 1.0, reward_incorrect: float = 0.0
+) -> Tensor:
+    """Rewards Float[B,T]: reward_correct / reward_incorrect on the last completion token of each row, else 0.
+    is_correct: Float[B] or Bool[B]; mask: Bool[B,T] completion tokens."""
+    per_row = torch.where(is_correct.bool(), reward_correct, reward_incorrect).to(torch.float32)
+    return torch.where(last_completion_token(mask), per_row[:, None], 0.0)
+
+
+def td_errors(rewards: Tensor, values: Tensor, mask: Tensor, gamma: float) -> Tensor:
+    """δ_j = r_j + γ·V(s_j)·[j not last] − V(s_{j−1}) on completion tokens, 0 elsewhere."""
+    mask = mask.bool()
+    bootstrap = torch.where(last_completion_token(mask), 0.0, values)
+    return torch.where(mask, rewards + gamma * bootstrap - shift_right(values), 0.0)
+
+
+def gae(rewards: Tensor, values: Tensor, mask: Tensor, gamma: float, lam: float) -> tuple[Tensor, Tensor]:
+    """Generalised advantage estimation over each row's completion: (advantages, returns), Float[B,T] each.
+
+    A_j = Σ_{l≥0} (γλ)^l δ_{j+l} over the rest of the completion; returns_j = A_j + V(s_{j−1}); 0 off the mask.
+    Vectorised as one matmul with the discount matrix Γ[j,j'] = (γλ)^{j'−j}·[j' ≥ j] ([T,T]); δ is 0 off the
+    mask and the completion is contiguous, so the sum stops at the completion's end by itself.
+    """
+    mask = mask.bool()
+    advantages = discounted_sums(td_errors(rewards, values, mask, gamma), mask, gamma * lam)
+    returns = torch.where(mask, advantages + shift_right(values), 0.0)
+    return advantages, returns
+
+
+def discounted_sums(delta: Tensor, mask: Tensor, discount: float) -> Tensor:
+    """Σ_{l≥0} discount^l δ_{j+l} on the mask, 0 off it; δ: Float[B,T], 0 off the (contiguous) mask."""
+    T = delta.shape[1]
+    pos = torch.arange(T, device=delta.device)
+    lag = pos[None, :] - pos[:, None]  # [T,T]: j' − j
+    matrix = torch.where(lag >= 0, discount ** lag.clamp(min=0).to(torch.float64), 0.0)
+    return torch.where(mask, (delta.to(torch.float64) @ matrix.T).to(delta.dtype), 0.0)
+
+
+def kstep_td(rewards: Tensor, values: Tensor, mask: Tensor, gamma: float, n_heads: int) -> Tensor:
+    """The proposal's k-step TD error per head, Float[B,T,H]: for target j = t+k with t+1..t+k completion tokens,
+    δ[t,k] = Σ_{i=1..k} γ^{i−1} r_{t+i} + γ^k·V(s_{t+k})·[t+k not last] − V(s_t); 0 elsewhere."""
+    mask = mask.bool()
+    bootstrap = torch.where(last_completion_token(mask), 0.0, values)
+    starts_in = shift_left(mask, 1)  # t+1 is a completion token
+    out, reward_sum = [], torch.zeros_like(values)
+    for k in range(1, n_heads + 1):
+        reward_sum = reward_sum + gamma ** (k - 1) * shift_left(rewards, k)
+        delta = reward_sum + gamma**k * shift_left(bootstrap, k) - values
+        out.append(torch.where(starts_in & shift_left(mask, k), delta, 0.0))
+    return torch.stack(out, dim=-1)
+
+
+def auc(scores: Tensor, labels: Tensor) -> float:
+    """ROC AUC of `scores` for binary `labels` (1-D): P(s_pos > s_neg) + ½·P(tie), via Mann–Whitney U."""
+    labels = labels.bool()
+    pos, neg = scores[labels].double().cpu().numpy(), scores[~labels].double().cpu().numpy()
+    if len(pos) == 0 or len(neg) == 0:
+        raise ValueError(f"AUC needs both classes; got {len(pos)} positive and {len(neg)} negative")
+    return float(mannwhitneyu(pos, neg).statistic / (len(pos) * len(neg)))
+
+
+def explained_variance(pred: Tensor, target: Tensor) -> float:
+    """1 − Var(target − pred) / Var(target) (population variances of 1-D tensors); nan when Var(target)=0."""
+    var = target.double().var(unbiased=False)
+    if var == 0:
+        return math.nan
+    return float(1 - (target.double() - pred.double()).var(unbiased=False) / var)
+
+
+# ---- running statistics ---------------------------------------------------------------------------------
+
+
+@dataclass
+class RunningMoments:
+    """Exponential moving mean/variance of advantages (AWR whitening). Updated by training calls only."""
+
+    momentum: float
+    mean: float = 0.0
+    var: float = 1.0
+    count: int = 0  # updates so far (the first one sets the moments)
+
+    def update(self, x: Tensor) -> None:
+        """Fold in a batch of advantages (1-D); under torch.distributed the batch is every rank's, summed."""
+        x = x.double()
+        count = torch.tensor(float(x.numel()), dtype=torch.float64)
+        moments = torch.stack([count, x.sum().cpu(), x.pow(2).sum().cpu()])
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(moments)
+        n, total, squares = moments.tolist()
+        if n == 0:
+            return
+        mean = total / n
+        var = max(squares / n - mean**2, 0.0)
+        if self.count == 0:
+            self.mean, self.var = mean, var
+        else:
+            m = self.momentum
+            self.var = m * self.var + (1 - m) * var + m * (1 - m) * (mean - self.mean) ** 2
+            self.mean = m * self.mean + (1 - m) * mean
+        self.count += 1
+
+    def whiten(self, x: Tensor) -> Tensor:
+        return (x - self.mean) / math.sqrt(self.var + 1e-8)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"mean": self.mean, "var": self.var, "count": self.count}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.mean, self.var, self.count = state["mean"], state["var"], state["count"]
