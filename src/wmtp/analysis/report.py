@@ -329,8 +329,3 @@ def _ci(low: float | None, high: float | None, digits: int = 4) -> str:
         return "—"
     return f"[{_fmt(low, digits)}, {_fmt(high, digits)}]"
 
-
-def report_rows(report_json: str | Path) -> list[dict[str, Any]]:
-    """The results table of a written report (report.json), e.g. for a note or a test."""
-    return json.loads(Path(report_json).read_text())["results"]
-
