@@ -87,11 +87,11 @@ def find_runs(paths: list[str | Path]) -> list[Path]:
 
 
 def _sources_of(path: Path) -> list[Path]:
-    """The run directories (or their model/) that the run at `path` reads: its reference and its init."""
+    """The run directories (or their model/) that the run at `path` reads: a weighting's reference and its init."""
     cfg = yaml.safe_load((path / "config.yaml").read_text())
-    ref = (cfg.get("weighting", {}).get("rho1") or {}).get("reference")
+    refs = [v.get("reference") for v in cfg.get("weighting", {}).values() if isinstance(v, dict)]
     init = cfg.get("model", {}).get("init_from")
-    return [Path(x) for x in (ref, init) if x is not None]
+    return [Path(x) for x in (*refs, init) if x is not None]
 
 
 def _resolved(path: Path) -> Path:

@@ -15,7 +15,7 @@ def build_optimizer(
     model: nn.Module, cfg: OptimConfig, *, extra_groups: list[dict[str, Any]] | None = None
 ) -> torch.optim.AdamW:
     """AdamW; weight decay applies to parameters with ≥ 2 dims (not norms or biases). `extra_groups` (a weighting's
-    modules, e.g. the critic's value head: WeightFn.param_groups) come last with their own settings, and their
+    modules, e.g. a value head: WeightFn.param_groups) come last with their own settings, and their
     parameters leave the two default groups."""
     extra_groups = extra_groups or []
     extra_ids = {id(p) for g in extra_groups for p in g["params"]}

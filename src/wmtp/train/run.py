@@ -61,7 +61,7 @@ def build_model(cfg: RunConfig, tokenizer) -> MTPModel:
 
 def _init_from(cfg: RunConfig, tokenizer) -> MTPModel:
     """A wmtp model directory as the starting point: same heads, same tokenizer; a saved value head is dropped
-    (a critic run attaches a fresh one)."""
+    (a weighting that needs one attaches a fresh one)."""
     directory = Path(cfg.model.init_from)
     model = load_model_dir(directory)
     if model.n_heads != cfg.model.n_heads or model.head1_is_trunk_layer != cfg.model.head1_is_trunk_layer:

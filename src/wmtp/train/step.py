@@ -79,7 +79,7 @@ def forward_backward(
     `weight_total_step`, so that `mean` normalisation is over the whole step; otherwise the weights
     are computed here, sharing the trunk forward.
 
-    The weighting's `forward` (e.g. a value head) runs on the same detached trunk output: its detached outputs
+    The weighting's `forward` (its attached modules) runs on the same detached trunk output: its detached outputs
     feed the weights, and its `aux_loss` (given n_tokens_step, the step's loss-carrying tokens) joins the backward.
     """
     amp = autocast or nullcontext()

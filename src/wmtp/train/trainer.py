@@ -285,7 +285,7 @@ class Trainer:
         return row
 
     def aux_step(self, loss_fn: Any, *, trunk_grad: bool) -> tuple[float, float]:
-        """One optimizer step of a weighting's own loss alone (e.g. the critic's stage 1) on grad_accum
+        """One optimizer step of a weighting's own loss alone (a pre-training stage) on grad_accum
         micro-batches: loss_fn(batch, z, ctx, n_tokens) → scalar Tensor, z: Float[B,T,D] (with its graph only when
         `trunk_grad`), n_tokens: loss-carrying tokens of the step. Returns (loss summed over micro-batches and
         ranks, gradient norm); a non-finite step is skipped and counted, as in train_step."""
