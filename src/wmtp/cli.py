@@ -423,7 +423,6 @@ def label_cmd(
             fewshot_file=None if fewshot_file is None else str(fewshot_file), limit=limit, unsafe=unsafe,
             timeout_s=timeout, workers=workers, batch_size=batch_size, chunk_problems=chunk, progress=progress,
         )
-        request.eval_request()  # the checks of `wmtp eval` (greedy with n > 1, top_p, limit, data options)
     except ValueError as err:
         console.print(f"[bold red]error:[/] {err}", highlight=False)
         raise typer.Exit(2) from None

@@ -18,6 +18,7 @@ import pytest
 
 from wmtp.eval.benchmarks import gsm8k, humaneval, mbpp
 from wmtp.eval.benchmarks import math as math_bench
+from wmtp.eval.benchmarks.harness import grade_problems
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED = Path(os.environ.get("WMTP_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -55,9 +56,9 @@ def test_humaneval_package_data_loads_and_canonical_solutions_pass():
     assert all(p.prompt == p.data["prompt"] and "def " + p.data["entry_point"] in p.prompt for p in problems)
     sample = problems[::16]  # 11 problems across the set
     right = [[p.data["canonical_solution"]] for p in sample]
-    assert humaneval.grade_humaneval(sample, right) == [[True]] * len(sample)
+    assert grade_problems(humaneval.BENCHMARK, sample, right) == [[True]] * len(sample)
     wrong = [["    return None\n"] for p in sample]
-    assert humaneval.grade_humaneval(sample, wrong) == [[False]] * len(sample)
+    assert grade_problems(humaneval.BENCHMARK, sample, wrong) == [[False]] * len(sample)
 
 
 # --- MBPP --------------------------------------------------------------------------------------------------
@@ -85,7 +86,7 @@ def test_mbpp_loads_the_test_split_and_canonical_code_passes(name, n_problems, l
     assert "def similar_elements(test_tup1, test_tup2)" in prompt and "def is_not_prime(n)" in prompt
     assert "\r" not in prompt
     sample = problems[::25] + [p for p in problems if p.problem_id == "367"]  # 367 needs its setup code
-    graded = mbpp.grade_mbpp(sample, [[p.data.code, sabotaged(p.data)] for p in sample])
+    graded = grade_problems(mbpp.BENCHMARK, sample, [[p.data.code, sabotaged(p.data)] for p in sample])
     assert graded == [[True, False]] * len(sample)
 
 

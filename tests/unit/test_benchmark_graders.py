@@ -17,18 +17,9 @@ from wmtp.data.records import DataError
 from wmtp.data.tokenizer import train_tokenizer
 from wmtp.eval.benchmarks import codecontests, gsm8k, hellaswag, humaneval, mbpp
 from wmtp.eval.benchmarks import math as math_bench
-from wmtp.eval.benchmarks.harness import (
-    Check,
-    Problem,
-    SandboxSettings,
-    check_passes,
-    normalize_output,
-    read_rows,
-    report,
-    require_keys,
-    rows_from,
-    run_checks,
-)
+from wmtp.eval.benchmarks.base import Check, Problem, SandboxSettings
+from wmtp.eval.benchmarks.harness import check_passes, grade_problems, normalize_output, report, run_checks
+from wmtp.eval.benchmarks.rows import read_rows, require_keys, rows_from
 from wmtp.eval.generate import SamplingConfig
 from wmtp.eval.sandbox import ExecResult
 from wmtp.model.mtp import MTPModel
@@ -65,7 +56,8 @@ def test_gsm8k_reference_and_exact_match():
     assert gsm8k.answers_match("18.00", "18") and gsm8k.answers_match(".5", "0.5")
     assert not gsm8k.answers_match("17", "18") and not gsm8k.answers_match(None, "18")
     problem = Problem("gsm8k/0", "Question: ...\nAnswer:", info={"reference": "18"})
-    graded = gsm8k.grade_gsm8k([problem], [["so she makes 9 * 2 = $18 a day.", "so she makes 9 * 3 = $27."]])
+    completions = [["so she makes 9 * 2 = $18 a day.", "so she makes 9 * 3 = $27."]]
+    graded = grade_problems(gsm8k.BENCHMARK, [problem], completions)
     assert graded == [[True, False]]
 
 
@@ -136,7 +128,8 @@ def test_math_loader_resolves_references_and_grades(tmp_path):
     assert (second.problem_id, second.info) == ("math/1", {"reference": "4", "subject": "Algebra"})
     assert second.prompt.endswith("Problem:\nTwo plus two?\n\nSolution:")
     completions = [[r"Halving gives $\boxed{0.5}$.", r"$\boxed{2}$", "one half"], [r"\boxed{4}", r"\boxed{5}", "4"]]
-    assert math_bench.grade_math([first, second], completions) == [[True, False, False], [True, False, False]]
+    graded = grade_problems(math_bench.BENCHMARK, [first, second], completions)
+    assert graded == [[True, False, False], [True, False, False]]
     bad = write_jsonl(tmp_path / "bad.jsonl", [{"problem": "?", "solution": "no box"}])
     with pytest.raises(DataError, match="boxed"):
         math_bench.load_math(bad)
@@ -199,7 +192,7 @@ def test_codecontests_grades_every_test_kind_by_stdout(tmp_path):
     crash = "raise SystemExit(3)\n"
     completions = [[right, wrong, public_only, overflow, slow, crash, right]]
     limits = codecontests.Limits(time_scale=1.0, startup_s=1.0)
-    graded = codecontests.grade_codecontests([problem], completions, limits=limits)
+    graded = grade_problems(codecontests.BENCHMARK, [problem], completions)
     assert graded == [[True, False, False, False, False, False, True]]
     checks = codecontests.contest_checks(problem.data, right, limits=limits)
     assert [(c.stdin, c.expected_stdout, c.timeout_s) for c in checks] == [
@@ -222,9 +215,10 @@ def test_humaneval_grades_right_and_wrong_and_unsafe_reaches_the_runner(tmp_path
     secret.write_text("x")
     reads_host = f"    open({str(secret)!r}).read()\n" + canonical[0]
     completions = [[canonical[0], "    return None\n", reads_host], [canonical[1], "    return []\n", canonical[1]]]
-    assert humaneval.grade_humaneval(problems, completions) == [[True, False, False], [True, False, True]]
+    assert grade_problems(humaneval.BENCHMARK, problems, completions) == [[True, False, False], [True, False, True]]
     with pytest.warns(RuntimeWarning, match="unsafe"):
-        unsafe = humaneval.grade_humaneval(problems[:1], [[reads_host]], sandbox=SandboxSettings(unsafe=True))
+        unsafe = grade_problems(humaneval.BENCHMARK, problems[:1], [[reads_host]],
+                                sandbox=SandboxSettings(unsafe=True))
     assert unsafe == [[True]]
     assert humaneval.program(problems[0], "    pass\n").endswith(f"check({problems[0].data['entry_point']})\n")
 
@@ -266,7 +260,7 @@ def test_mbpp_sanitized_layout_and_grading(tmp_path):
     (problem,) = mbpp.load_mbpp(data, n_shot=0)
     assert problem.data.setup == "import math" and "assert math.isclose" in problem.prompt
     completions = [["def get_pi():\n    return 3.14159\n", "def get_pi():\n    return 3\n", "def get_pi(:\n"]]
-    assert mbpp.grade_mbpp([problem], completions) == [[True, False, False]]
+    assert grade_problems(mbpp.BENCHMARK, [problem], completions) == [[True, False, False]]
 
 
 # --- HellaSwag ---------------------------------------------------------------------------------------------

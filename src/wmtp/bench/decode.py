@@ -30,7 +30,7 @@ from wmtp.data.records import DataError
 
 def bench_prompts(run_dir: Path, n: int) -> list[str]:
     """The first n distinct prompts of the run's test split (the embedded task's, as `wmtp eval` finds it)."""
-    from wmtp.eval.evaluate import synthetic_test_records
+    from wmtp.eval.benchmarks.synthetic import synthetic_test_records
 
     prompts = list(dict.fromkeys(r.prompt for r in synthetic_test_records(run_dir)))[:n]
     if not prompts:

@@ -24,76 +24,41 @@ from typing import Any
 from rich.progress import Progress
 
 from wmtp.data.records import DataError, Record, read_records, write_records
-from wmtp.eval.benchmarks import codecontests, gsm8k, humaneval, mbpp, synthetic
-from wmtp.eval.benchmarks import math as math_bench
-from wmtp.eval.benchmarks.harness import Problem, SandboxSettings, preflight_sandbox
-from wmtp.eval.evaluate import STOPS, EvalRequest, load_eval_model, load_problems
-from wmtp.eval.generate import SamplingConfig, generate
+from wmtp.eval.benchmarks.base import Problem
+from wmtp.eval.benchmarks.harness import grade_problems, preflight_sandbox
+from wmtp.eval.benchmarks.registry import BENCHMARKS
+from wmtp.eval.evaluate import load_eval_model, load_problems
+from wmtp.eval.generate import generate
+from wmtp.eval.options import EvalOptions
 
-LABELLED = ("synthetic", "humaneval", "mbpp", "codecontests", "gsm8k", "math")
-SANDBOXED = ("synthetic", "humaneval", "mbpp", "codecontests")
+LABELLED = tuple(name for name, b in BENCHMARKS.items() if b.generative)
 
 
-@dataclass(frozen=True)
-class LabelRequest:
-    """What to label. `sampling.stop` is replaced by the benchmark's stop strings.
+@dataclass(frozen=True, kw_only=True)
+class LabelRequest(EvalOptions):
+    """What to label. The options shared with `wmtp eval` are :class:`EvalOptions`' (`sampling.stop` is replaced
+    by the benchmark's stop strings); its own:
 
     Attributes:
         bench: one of :data:`LABELLED`.
-        data_file / dataset / split / n_shot / fewshot_file / limit: the problems, as for `wmtp eval`.
-        sampling: temperature, top-p, n samples per problem, max new tokens, seed.
-        unsafe: run generated code WITHOUT the sandbox.
-        timeout_s: per-program wall limit (None: the benchmark's); workers: parallel sandboxed programs.
         chunk_problems: problems per shard (the unit of resumption).
     """
 
     bench: str
-    sampling: SamplingConfig
-    data_file: str | None = None
-    dataset: str | None = None
-    split: str | None = None
-    n_shot: int | None = None
-    fewshot_file: str | None = None
-    limit: int | None = None
-    unsafe: bool = False
-    timeout_s: float | None = None
-    workers: int | None = None
-    batch_size: int = 16
     chunk_problems: int = 64
-    progress: bool = True
 
     def __post_init__(self) -> None:
         if self.bench not in LABELLED:
             raise ValueError(f"cannot label {self.bench!r}; choose one of {', '.join(LABELLED)}")
         if self.chunk_problems < 1:
             raise ValueError(f"chunk_problems={self.chunk_problems} must be >= 1")
-
-    def eval_request(self) -> EvalRequest:
-        return EvalRequest(
-            benches=(self.bench,), sampling=self.sampling, ks=(1,), limit=self.limit, data_file=self.data_file,
-            dataset=self.dataset, split=self.split, n_shot=self.n_shot, fewshot_file=self.fewshot_file,
-            unsafe=self.unsafe, timeout_s=self.timeout_s, workers=self.workers, batch_size=self.batch_size,
-            progress=self.progress,
-        )
+        super().__post_init__()
 
 
 def grade(req: LabelRequest, problems: Sequence[Problem], completions: Sequence[Sequence[str]]) -> list[list[bool]]:
     """passed[i][j] of completion j of problem i, by the benchmark's own grader."""
-    def sandbox(default: SandboxSettings) -> SandboxSettings:
-        return SandboxSettings(timeout_s=req.timeout_s or default.timeout_s, memory_mb=default.memory_mb,
-                               unsafe=req.unsafe, workers=req.workers)
-
-    if req.bench == "mbpp":
-        return mbpp.grade_mbpp(problems, completions, sandbox=sandbox(mbpp.SANDBOX))
-    if req.bench == "humaneval":
-        return humaneval.grade_humaneval(problems, completions, sandbox=sandbox(humaneval.SANDBOX))
-    if req.bench == "synthetic":
-        return synthetic.grade_synthetic(problems, completions, sandbox=sandbox(synthetic.SANDBOX))
-    if req.bench == "codecontests":
-        return codecontests.grade_codecontests(problems, completions, unsafe=req.unsafe, workers=req.workers)
-    if req.bench == "gsm8k":
-        return gsm8k.grade_gsm8k(problems, completions)
-    return math_bench.grade_math(problems, completions)
+    bench = BENCHMARKS[req.bench]
+    return grade_problems(bench, problems, completions, sandbox=req.sandbox(bench))
 
 
 def to_records(
@@ -119,7 +84,7 @@ def _identity(req: LabelRequest, model_source: dict[str, Any]) -> dict[str, Any]
     if req.data_file:
         data["sha256"] = hashlib.sha256(Path(req.data_file).read_bytes()).hexdigest()
     return {"bench": req.bench, "data": data, "model": model_source,
-            "sampling": asdict(replace(req.sampling, stop=STOPS[req.bench]))}
+            "sampling": asdict(replace(req.sampling, stop=BENCHMARKS[req.bench].stop))}
 
 
 def _chunk_seed(seed: int, problems: Sequence[Problem]) -> int:
@@ -138,7 +103,7 @@ def label(
 ) -> dict[str, Any]:
     """Sample, grade and write records (resuming a previous run into `out_dir`); returns a summary."""
     out_dir = Path(out_dir)
-    problems = load_problems(req.bench, req.eval_request(), run_dir=None if run_dir is None else Path(run_dir))
+    problems = load_problems(req.bench, req, run_dir=None if run_dir is None else Path(run_dir))
     ids = [p.problem_id for p in problems]
     if len(set(ids)) != len(ids):
         raise DataError(f"{req.bench}: problem ids are not unique; records could not be resumed by problem")
@@ -155,7 +120,7 @@ def label(
     done = {r.problem_id for shard in shards for r in read_records(shard)}
     todo = [p for p in problems if p.problem_id not in done]
     if todo:
-        if req.bench in SANDBOXED:
+        if BENCHMARKS[req.bench].sandbox is not None:
             preflight_sandbox(unsafe=req.unsafe)  # before loading a model and generating for minutes
         model, tokenizer, _ = load_eval_model(run_dir=run_dir, hf_model=hf_model, device=device)
         next_index = 1 + max((int(s.stem.split("-")[1]) for s in shards), default=-1)
@@ -163,7 +128,8 @@ def label(
             task = bar.add_task(f"label {req.bench}", total=len(todo))
             for start in range(0, len(todo), req.chunk_problems):
                 chunk = todo[start : start + req.chunk_problems]
-                sampling = replace(req.sampling, stop=STOPS[req.bench], seed=_chunk_seed(req.sampling.seed, chunk))
+                sampling = replace(req.sampling, stop=BENCHMARKS[req.bench].stop,
+                                   seed=_chunk_seed(req.sampling.seed, chunk))
                 completions = generate(model, tokenizer, [p.prompt for p in chunk], sampling=sampling,
                                        batch_size=req.batch_size, progress=False)
                 records = to_records(req.bench, chunk, completions, grade(req, chunk, completions))

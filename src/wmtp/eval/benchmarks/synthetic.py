@@ -1,20 +1,24 @@
-"""The embedded task's test split as a benchmark: sample completions, run the hidden tests in the sandbox."""
+"""The embedded task's test split as a benchmark: sample completions, run the hidden tests in the sandbox.
+
+Data: a records file (``--data-file``, e.g. a data directory's ``test.jsonl``) or, by default, the test split of
+the run being evaluated. One problem per ``problem_id`` (its first record with tests); stops: the code stops.
+Grade: prompt + completion + the hidden asserts exits 0 within the timeout.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
 from wmtp.data.records import DataError, Record, read_records
-from wmtp.eval.benchmarks.harness import Problem, SandboxSettings, evaluate_generative, grade_programs
+from wmtp.eval.benchmarks.base import Benchmark, DataSource, Problem, SandboxSettings, single_run
+from wmtp.eval.benchmarks.harness import evaluate
 from wmtp.eval.generate import CODE_STOPS, SamplingConfig
 from wmtp.model.mtp import MTPModel
-
-STOP = CODE_STOPS
-SANDBOX = SandboxSettings(timeout_s=5.0, memory_mb=512)
 
 
 def unique_problems(records: list[Record]) -> list[Record]:
@@ -33,10 +37,18 @@ def program(problem: Record, completion: str) -> str:
     return check_program(problem.prompt, completion, problem.tests or [])
 
 
+def problem_of(record: Record) -> Problem:
+    return Problem(record.problem_id, record.prompt, info={"difficulty": record.difficulty}, data=record)
+
+
 def problems_from_records(records: list[Record]) -> list[Problem]:
     """The benchmark problems of a split's records (those with tests), in first-seen order."""
-    return [Problem(r.problem_id, r.prompt, info={"difficulty": r.difficulty}, data=r)
-            for r in unique_problems(records)]
+    return [problem_of(r) for r in unique_problems(records)]
+
+
+def problems_of(rows: Sequence[Mapping[str, Any]]) -> list[Problem]:
+    """One problem per record row (a record with its hidden tests), in row order."""
+    return [problem_of(Record.model_validate(row)) for row in rows]
 
 
 def load_synthetic(path: str | Path) -> list[Problem]:
@@ -47,33 +59,53 @@ def load_synthetic(path: str | Path) -> list[Problem]:
     return problems
 
 
-def grade_synthetic(
-    problems: Sequence[Problem], completions: Sequence[Sequence[str]], *, sandbox: SandboxSettings = SANDBOX,
-    progress: bool = False,
-) -> list[list[bool]]:
-    return grade_programs(problems, completions, lambda p, c: program(p.data, c), sandbox=sandbox,
-                          progress=progress)
+def synthetic_test_records(run_dir: Path) -> list[Record]:
+    """The embedded task's test split of the run: the data directory it trained from (meta.json), or the
+    split regenerated from its config (deterministic) when that directory is gone."""
+    meta_path = run_dir / "meta.json"
+    if meta_path.is_file():
+        data_dir = json.loads(meta_path.read_text()).get("data_dir")
+        if data_dir and (Path(data_dir) / "test.jsonl").is_file():
+            return read_records(Path(data_dir) / "test.jsonl")
+    config = run_dir / "config.yaml"
+    if not config.is_file():
+        raise DataError(f"{run_dir} has neither meta.json's data directory nor config.yaml; pass --data-file")
+    from wmtp.config import load_config
+    from wmtp.data.synthetic import generate_splits
+
+    cfg = load_config(config)
+    if cfg.data.path is not None:
+        raise DataError(f"the run trained on {cfg.data.path}, which has no test.jsonl; pass --data-file")
+    return generate_splits(cfg.data.synthetic)["test"]
+
+
+def load(source: DataSource) -> list[Problem]:
+    if source.dataset:
+        raise DataError("synthetic reads a records file (--data-file) or the run's own test split")
+    if source.data_file:
+        return load_synthetic(source.data_file)
+    if source.run_dir is None:
+        raise DataError("synthetic needs --run (its test split) or --data-file (a records jsonl)")
+    return problems_from_records(synthetic_test_records(source.run_dir))
+
+
+BENCHMARK = Benchmark(
+    name="synthetic", load=load, from_rows=problems_of, stop=CODE_STOPS,
+    checks=single_run(lambda p, completion: program(p.data, completion)),
+    sandbox=SandboxSettings(timeout_s=5.0, memory_mb=512),
+)
 
 
 def evaluate_synthetic(
     model: MTPModel,
     tokenizer: PreTrainedTokenizerBase,
-    records: list[Record] | list[Problem],
+    records: list[Record],
     *,
     sampling: SamplingConfig,
     ks: tuple[int, ...] = (1, 10, 100),
-    sandbox: SandboxSettings = SANDBOX,
-    batch_size: int = 16,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Per-problem results (n, c, difficulty, first completion) and pass@k for every k ≤ n.
-
-    ``records`` are a split's records (one problem per ``problem_id``) or problems already built from them
-    (:func:`problems_from_records`, e.g. limited to the first few).
-    """
-    problems = records if records and isinstance(records[0], Problem) else problems_from_records(records)
-    return evaluate_generative(
-        "synthetic", problems, model=model, tokenizer=tokenizer, sampling=sampling, ks=ks,
-        grade=lambda ps, cs: grade_synthetic(ps, cs, sandbox=sandbox, progress=progress),
-        sandbox=sandbox.as_dict(), batch_size=batch_size, progress=progress,
-    )
+    """The benchmark on a split's records (one problem per ``problem_id``): per-problem results (n, c,
+    difficulty, first completion) and pass@k for every k ≤ n, with the default sandbox limits."""
+    return evaluate(BENCHMARK, model, tokenizer, problems_from_records(records), sampling=sampling, ks=ks,
+                    progress=progress)

@@ -1,0 +1,160 @@
+"""What a benchmark is: :class:`Benchmark` (one per module, listed in `registry.py`), the :class:`Problem` s it
+loads, the sandboxed :class:`Check` s that grade code, and the limits those runs get (:class:`SandboxSettings`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from wmtp.eval.sandbox import PYTHON
+
+# One program per core. More in flight would run short programs faster (a sandboxed run mostly waits on
+# namespace setup and teardown), but slow correct programs would then share cores and miss their wall-clock
+# timeout: grading must not depend on how busy the machine is.
+DEFAULT_WORKERS = os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One benchmark problem.
+
+    Attributes:
+        problem_id: stable id (the benchmark's own: ``HumanEval/0``, MBPP task id, ...), used to pair runs.
+        prompt: exactly the text the model continues.
+        info: JSON-able fields copied into the problem's ``per_problem`` entry (difficulty, subject, ...).
+        data: whatever the grader needs (tests, reference answer); not reported.
+    """
+
+    problem_id: str
+    prompt: str
+    info: Mapping[str, Any] = field(default_factory=dict)
+    data: Any = None
+
+
+@dataclass(frozen=True)
+class Check:
+    """One sandboxed run of a completion. It passes if the program exits 0 within ``timeout_s`` and, when
+    ``expected_stdout`` is set, its stdout equals it after ``normalize_output`` (harness) on both sides."""
+
+    code: str
+    stdin: str = ""
+    expected_stdout: str | None = None
+    timeout_s: float = 10.0
+    memory_mb: int = 1024
+
+
+@dataclass(frozen=True)
+class SandboxSettings:
+    """How sandboxed benchmarks run programs; recorded in the result JSON."""
+
+    timeout_s: float = 10.0
+    memory_mb: int = 1024
+    unsafe: bool = False
+    workers: int | None = None
+
+    def as_dict(self, **extra: Any) -> dict[str, Any]:
+        return {
+            **asdict(self),
+            "workers": self.workers or DEFAULT_WORKERS,
+            "isolation": "none (unsafe)" if self.unsafe else "bubblewrap",
+            "python": PYTHON,
+            **extra,
+        }
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """Where a request takes a benchmark's problems from.
+
+    Attributes:
+        data_file / dataset / split: a local file, or a hub dataset ``NAME[:CONFIG]`` and its split (None: the
+            benchmark's default split); neither: the benchmark's own data (package data, the run's test split).
+        n_shot: few-shot examples (the benchmark's default when the request names none).
+        fewshot_file: where GSM8K / MATH few-shot examples come from.
+        run_dir: the run being evaluated, if any (the synthetic benchmark reads its test split).
+    """
+
+    data_file: str | None = None
+    dataset: str | None = None
+    split: str | None = None
+    n_shot: int = 0
+    fewshot_file: str | None = None
+    run_dir: Path | None = None
+
+
+def load_with(loader: Callable[..., list[Problem]], *fields: str) -> Callable[[DataSource], list[Problem]]:
+    """A :attr:`Benchmark.load` calling ``loader(data_file, dataset=, split=)`` plus the named fields of the
+    source as keywords (e.g. ``"n_shot"``): what a loader with the usual signature reads."""
+    def load(source: DataSource) -> list[Problem]:
+        extra = {name: getattr(source, name) for name in fields}
+        return loader(source.data_file, dataset=source.dataset, split=source.split, **extra)
+
+    return load
+
+
+Checks = Callable[[Problem, str, SandboxSettings], list[Check]]
+
+
+def single_run(program: Callable[[Problem, str], str]) -> Checks:
+    """The checks of an assert-graded benchmark: one run of ``program(problem, completion)`` (the completion
+    followed by its tests) that must exit 0 within the sandbox's limits."""
+    def checks(problem: Problem, completion: str, sandbox: SandboxSettings) -> list[Check]:
+        return [Check(program(problem, completion), timeout_s=sandbox.timeout_s, memory_mb=sandbox.memory_mb)]
+
+    return checks
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """One benchmark: where its problems come from, what the model sees, how an answer is judged.
+
+    A benchmark is generative (sample ``n`` completions, grade each, pass@k) unless it has a ``score``. A
+    generative one grades either in-process (``is_correct``: answer checks) or in the sandbox (``checks``:
+    code, run with ``sandbox``'s limits); ``harness.evaluate`` and ``harness.grade_problems`` read these fields.
+
+    Attributes:
+        name: the ``--bench`` name, the result file's stem and its ``benchmark`` field.
+        load: the problems of a data source, in the benchmark's order (ids unique).
+        from_rows: one problem per row of the benchmark's published data, in order (what ``wmtp.eval.grade``
+            grades); None when completions are not graded (HellaSwag).
+        stop: the strings a completion is cut at.
+        default_shots: few-shot examples when the request names none.
+        is_correct: the in-process grader of one completion.
+        checks: the sandboxed runs one completion must pass, given the sandbox's limits.
+        sandbox: the default limits of those runs (``--timeout`` replaces its timeout); None: no code runs.
+        sandbox_notes: entries replacing or added to the recorded sandbox settings (CodeContests' per-row limits).
+        answer: the answer a completion gives (None: none found), reported per sample as ``answers``.
+        default_data: what the data is when the request names none, for the result file (None: the run's test
+            split).
+        score: the whole evaluation of a benchmark that is not sampled, (model, tokenizer, problems, batch_size,
+            progress) → result dict (HellaSwag's log-likelihood multiple choice).
+    """
+
+    name: str
+    load: Callable[[DataSource], list[Problem]]
+    from_rows: Callable[[Sequence[Mapping[str, Any]]], list[Problem]] | None = None
+    stop: tuple[str, ...] = ()
+    default_shots: int = 0
+    is_correct: Callable[[Problem, str], bool] | None = None
+    checks: Checks | None = None
+    sandbox: SandboxSettings | None = None
+    sandbox_notes: Mapping[str, Any] = field(default_factory=dict)
+    answer: Callable[[str], str | None] | None = None
+    default_data: str | None = None
+    score: Callable[..., dict[str, Any]] | None = None
+
+    def __post_init__(self) -> None:
+        graders = [g for g in (self.is_correct, self.checks, self.score) if g is not None]
+        if len(graders) != 1:
+            raise ValueError(f"benchmark {self.name}: exactly one of is_correct, checks or score")
+        if (self.checks is None) != (self.sandbox is None):
+            raise ValueError(f"benchmark {self.name}: sandboxed checks need default sandbox limits, and only they")
+
+    @property
+    def generative(self) -> bool:
+        """Sampled and graded (pass@k), hence labellable; else scored without sampling."""
+        return self.score is None

@@ -1,0 +1,43 @@
+"""The benchmark table: every benchmark module of this package and its :class:`Benchmark`, by name.
+
+A benchmark is one module ``wmtp/eval/benchmarks/<name>.py`` that defines ``BENCHMARK``; listing the module in
+:data:`MODULES` makes it a ``wmtp eval`` / ``wmtp label`` benchmark (in that order in messages).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from importlib import import_module
+from typing import Any
+
+from wmtp.eval.benchmarks.base import Benchmark, SandboxSettings
+from wmtp.eval.benchmarks.harness import grade_problems
+
+MODULES = ("synthetic", "humaneval", "mbpp", "codecontests", "gsm8k", "math", "hellaswag")
+
+BENCHMARKS: dict[str, Benchmark] = {
+    b.name: b for b in (import_module(f"{__package__}.{module}").BENCHMARK for module in MODULES)
+}
+
+
+def grade(
+    bench: str,
+    rows: Sequence[Mapping[str, Any]],
+    completions: Sequence[Sequence[str]],
+    *,
+    sandbox: SandboxSettings | None = None,
+) -> list[list[bool]]:
+    """Grade completions of a benchmark's published rows: ``completions[i]`` are the completions of ``rows[i]``
+    (a row as the benchmark's data file holds it); passed[i][j] is completion j of row i, graded as `wmtp eval`
+    grades it. Code runs in the sandbox with ``sandbox``'s limits (default: the benchmark's).
+
+    Raises:
+        ValueError: ``bench`` is not in the table, or it is not graded from completions (HellaSwag).
+        DataError: a row lacks what the benchmark needs.
+    """
+    if bench not in BENCHMARKS:
+        raise ValueError(f"unknown benchmark {bench!r}; choose from {', '.join(BENCHMARKS)}")
+    benchmark = BENCHMARKS[bench]
+    if benchmark.from_rows is None:
+        raise ValueError(f"{bench} rows are not graded from completions")
+    return grade_problems(benchmark, benchmark.from_rows(rows), completions, sandbox=sandbox)
