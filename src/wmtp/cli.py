@@ -196,62 +196,96 @@ def bench_train(
     print(json.dumps(result))
 
 
+# The options `wmtp eval` and `wmtp label` share (the fields of wmtp.eval.options.EvalOptions), declared once.
+SamplesOption = Annotated[int, typer.Option(min=1, help="Samples per problem.")]
+TemperatureOption = Annotated[float, typer.Option(help="Sampling temperature (0: greedy, needs --n 1).")]
+TopPOption = Annotated[float, typer.Option(help="Nucleus sampling mass.")]
+MaxNewTokensOption = Annotated[int, typer.Option(min=1, help="Tokens generated per sample at most.")]
+SeedOption = Annotated[int, typer.Option(help="Sampling seed.")]
+LimitOption = Annotated[int | None, typer.Option(help="Only the first N problems of each benchmark.")]
+DataFileOption = Annotated[Path | None, typer.Option(help="Local data of the benchmark (one --bench only).")]
+DatasetOption = Annotated[str | None, typer.Option(help="Or an HF hub dataset NAME[:CONFIG] (downloads; needs "
+                                                        "`datasets`).")]
+SplitOption = Annotated[str | None, typer.Option(help="Split of --dataset (default: the benchmark's).")]
+NShotOption = Annotated[int | None, typer.Option(help="Few-shot examples (default: MBPP 3, others 0).")]
+FewshotFileOption = Annotated[Path | None, typer.Option(help="GSM8K / MATH few-shot rows (a train jsonl).")]
+UnsafeOption = Annotated[bool, typer.Option("--unsafe", help="Run generated code WITHOUT the bwrap sandbox.")]
+TimeoutOption = Annotated[float | None, typer.Option(help="Per-program wall seconds (default: the benchmark's).")]
+WorkersOption = Annotated[int | None, typer.Option(help="Parallel sandboxed programs (default: CPU count).")]
+BatchSizeOption = Annotated[int, typer.Option(help="Prompts per generation batch.")]
+DeviceOption = Annotated[str, typer.Option(help="cpu or cuda.")]
+ProgressOption = Annotated[bool, typer.Option(help="Progress bars.")]
+
+
+def _eval_options(params: dict[str, Any]) -> dict[str, Any]:
+    """The EvalOptions fields from the shared options of `wmtp eval` / `wmtp label` (their context's params)."""
+    from wmtp.eval.generate import SamplingConfig
+
+    sampling = SamplingConfig(temperature=params["temperature"], top_p=params["top_p"], n=params["n"],
+                              max_new_tokens=params["max_new_tokens"], seed=params["seed"],
+                              speculative=params.get("speculative", False))
+    paths = {key: None if params[key] is None else str(params[key]) for key in ("data_file", "fewshot_file")}
+    same = ("limit", "dataset", "split", "n_shot", "unsafe", "workers", "batch_size", "progress")
+    return {"sampling": sampling, **paths, **{key: params[key] for key in same}, "timeout_s": params["timeout"]}
+
+
+def _checked(build: Callable[[], Any]) -> Any:
+    """The request ``build`` returns; a ValueError is a message and exit 2. Warns when code will run unsandboxed."""
+    try:
+        request = build()
+    except ValueError as err:
+        console.print(f"[bold red]error:[/] {err}", highlight=False)
+        raise typer.Exit(2) from None
+    if request.unsafe:
+        console.print("[bold red]warning:[/] --unsafe: generated programs run WITHOUT isolation, with your rights",
+                      highlight=False)
+    return request
+
+
 @app.command("eval")
 @_user_errors
 def eval_(
+    ctx: typer.Context,
     bench: Annotated[str, typer.Option(help="Comma-separated: synthetic, humaneval, mbpp, codecontests, gsm8k, "
                                             "math, hellaswag.")],
     run: Annotated[Path | None, typer.Option(help="wmtp run directory: evaluates RUN/model, writes RUN/eval/.")] = None,
     hf_model: Annotated[str | None, typer.Option(help="Or an HF causal LM (path or hub name; needs --out).")] = None,
     out: Annotated[Path | None, typer.Option(help="Directory of the <bench>.json files; default RUN/eval.")] = None,
-    n: Annotated[int, typer.Option(help="Samples per problem.")] = 1,
+    n: SamplesOption = 1,
     k: Annotated[str, typer.Option(help="Comma-separated k of pass@k (k > n is dropped).")] = "1,10,100",
-    temperature: Annotated[float, typer.Option(help="0 is greedy decoding.")] = 0.0,
-    top_p: Annotated[float, typer.Option(help="Nucleus sampling mass.")] = 1.0,
-    max_new_tokens: Annotated[int, typer.Option(help="Tokens generated per sample at most.")] = 256,
-    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
-    limit: Annotated[int | None, typer.Option(help="Evaluate only the first N problems.")] = None,
-    data_file: Annotated[Path | None, typer.Option(help="Local data of the (single) benchmark.")] = None,
-    dataset: Annotated[str | None, typer.Option(help="Or an HF hub dataset NAME[:CONFIG] (downloads; needs "
-                                                     "`datasets`).")] = None,
-    split: Annotated[str | None, typer.Option(help="Split of --dataset (default: the benchmark's).")] = None,
-    n_shot: Annotated[int | None, typer.Option(help="Few-shot examples (default: MBPP 3, others 0).")] = None,
-    fewshot_file: Annotated[Path | None, typer.Option(help="GSM8K / MATH few-shot rows (a train jsonl).")] = None,
-    unsafe: Annotated[bool, typer.Option("--unsafe", help="Run generated code WITHOUT the bwrap sandbox.")] = False,
-    timeout: Annotated[float | None, typer.Option(help="Per-program wall seconds (default: the benchmark's).")] = None,
-    workers: Annotated[int | None, typer.Option(help="Parallel sandboxed programs (default: CPU count).")] = None,
-    batch_size: Annotated[int, typer.Option(help="Prompts per generation batch.")] = 16,
-    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
-    progress: Annotated[bool, typer.Option(help="Progress bars.")] = True,
+    temperature: TemperatureOption = 0.0,
+    top_p: TopPOption = 1.0,
+    max_new_tokens: MaxNewTokensOption = 256,
+    seed: SeedOption = 0,
+    limit: LimitOption = None,
+    data_file: DataFileOption = None,
+    dataset: DatasetOption = None,
+    split: SplitOption = None,
+    n_shot: NShotOption = None,
+    fewshot_file: FewshotFileOption = None,
+    unsafe: UnsafeOption = False,
+    timeout: TimeoutOption = None,
+    workers: WorkersOption = None,
+    batch_size: BatchSizeOption = 16,
+    device: DeviceOption = "cpu",
+    progress: ProgressOption = True,
     speculative: Annotated[bool, typer.Option("--speculative", help="Greedy self-speculative decoding with the "
                                                                    "MTP heads (same tokens, fewer forwards).")] = False,
 ) -> None:
     """Evaluate a run (or an HF model) on benchmarks; writes <out>/<bench>.json, prints a JSON summary last."""
     from wmtp.eval.evaluate import EvalRequest, run_eval
-    from wmtp.eval.generate import SamplingConfig
     from wmtp.eval.sandbox import SandboxUnavailable
 
-    try:
+    def build() -> EvalRequest:
         ks = tuple(sorted({int(x) for x in k.split(",") if x.strip()}))
-        request = EvalRequest(
-            benches=tuple(b.strip() for b in bench.split(",") if b.strip()),
-            sampling=SamplingConfig(temperature=temperature, top_p=top_p, n=n, max_new_tokens=max_new_tokens,
-                                    seed=seed, speculative=speculative),
-            ks=ks, limit=limit, data_file=None if data_file is None else str(data_file), dataset=dataset,
-            split=split, n_shot=n_shot, fewshot_file=None if fewshot_file is None else str(fewshot_file),
-            unsafe=unsafe, timeout_s=timeout, workers=workers, batch_size=batch_size, progress=progress,
-        )
+        request = EvalRequest(benches=tuple(_csv(bench)), ks=ks, **_eval_options(ctx.params))
         if (run is None) == (hf_model is None):
             raise ValueError("pass exactly one of --run RUN_DIR or --hf-model NAME")
         if hf_model is not None and out is None:
             raise ValueError("with --hf-model, pass --out DIR for the result files")
-    except ValueError as err:
-        console.print(f"[bold red]error:[/] {err}", highlight=False)
-        raise typer.Exit(2) from None
-    if unsafe:
-        console.print("[bold red]warning:[/] --unsafe: generated programs run WITHOUT isolation, with your rights",
-                      highlight=False)
+        return request
 
+    request = _checked(build)
     summaries: dict[str, dict] = {}
 
     def report(name: str, path: Path, result: dict) -> None:
@@ -385,51 +419,40 @@ def data_codecontests(
 @app.command("label")
 @_user_errors
 def label_cmd(
+    ctx: typer.Context,
     bench: Annotated[str, typer.Option(help="synthetic, humaneval, mbpp, codecontests, gsm8k or math.")],
     out: Annotated[Path, typer.Option(help="Output directory (records.jsonl); rerunning into it resumes.")],
     run: Annotated[Path | None, typer.Option(help="wmtp run (or model) directory that samples.")] = None,
     hf_model: Annotated[str | None, typer.Option(help="Or an HF causal LM (path or hub name).")] = None,
-    n: Annotated[int, typer.Option(min=1, help="Samples per problem.")] = 4,
-    temperature: Annotated[float, typer.Option(help="Sampling temperature (0: greedy, needs --n 1).")] = 0.8,
-    top_p: Annotated[float, typer.Option(help="Nucleus sampling mass.")] = 1.0,
-    max_new_tokens: Annotated[int, typer.Option(min=1, help="Tokens generated per sample at most.")] = 256,
-    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
-    limit: Annotated[int | None, typer.Option(help="Only the first N problems.")] = None,
-    data_file: Annotated[Path | None, typer.Option(help="Local data of the benchmark.")] = None,
-    dataset: Annotated[str | None, typer.Option(help="Or an HF hub dataset NAME[:CONFIG] (downloads).")] = None,
-    split: Annotated[str | None, typer.Option(help="Split of --dataset.")] = None,
-    n_shot: Annotated[int | None, typer.Option(help="Few-shot examples (default: the benchmark's).")] = None,
-    fewshot_file: Annotated[Path | None, typer.Option(help="GSM8K / MATH few-shot rows.")] = None,
-    unsafe: Annotated[bool, typer.Option("--unsafe", help="Run generated code WITHOUT the bwrap sandbox.")] = False,
-    timeout: Annotated[float | None, typer.Option(help="Per-program wall seconds (default: the benchmark's).")] = None,
-    workers: Annotated[int | None, typer.Option(help="Parallel sandboxed programs (default: CPU count).")] = None,
-    batch_size: Annotated[int, typer.Option(help="Prompts per generation batch.")] = 16,
+    n: SamplesOption = 4,
+    temperature: TemperatureOption = 0.8,
+    top_p: TopPOption = 1.0,
+    max_new_tokens: MaxNewTokensOption = 256,
+    seed: SeedOption = 0,
+    limit: LimitOption = None,
+    data_file: DataFileOption = None,
+    dataset: DatasetOption = None,
+    split: SplitOption = None,
+    n_shot: NShotOption = None,
+    fewshot_file: FewshotFileOption = None,
+    unsafe: UnsafeOption = False,
+    timeout: TimeoutOption = None,
+    workers: WorkersOption = None,
+    batch_size: BatchSizeOption = 16,
     chunk: Annotated[int, typer.Option(min=1, help="Problems per shard (the unit of resumption).")] = 64,
-    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
-    progress: Annotated[bool, typer.Option(help="Progress bar.")] = True,
+    device: DeviceOption = "cpu",
+    progress: ProgressOption = True,
 ) -> None:
     """Sample completions of a benchmark's problems and label each by execution in the sandbox (code) or by its
     answer (math): records with is_correct, resumable. Prints a JSON summary."""
-    from wmtp.eval.generate import SamplingConfig
     from wmtp.eval.label import LabelRequest, label
 
-    try:
+    def build() -> LabelRequest:
         if (run is None) == (hf_model is None):
             raise ValueError("pass exactly one of --run RUN_DIR or --hf-model NAME")
-        request = LabelRequest(
-            bench=bench, sampling=SamplingConfig(temperature=temperature, top_p=top_p, n=n,
-                                                 max_new_tokens=max_new_tokens, seed=seed),
-            data_file=None if data_file is None else str(data_file), dataset=dataset, split=split, n_shot=n_shot,
-            fewshot_file=None if fewshot_file is None else str(fewshot_file), limit=limit, unsafe=unsafe,
-            timeout_s=timeout, workers=workers, batch_size=batch_size, chunk_problems=chunk, progress=progress,
-        )
-    except ValueError as err:
-        console.print(f"[bold red]error:[/] {err}", highlight=False)
-        raise typer.Exit(2) from None
-    if unsafe:
-        console.print("[bold red]warning:[/] --unsafe: generated programs run WITHOUT isolation, with your rights",
-                      highlight=False)
-    summary = label(request, out_dir=out, run_dir=run, hf_model=hf_model, device=device)
+        return LabelRequest(bench=bench, chunk_problems=chunk, **_eval_options(ctx.params))
+
+    summary = label(_checked(build), out_dir=out, run_dir=run, hf_model=hf_model, device=device)
     console.print(f"records: [bold]{summary['path']}[/]")
     print(json.dumps(summary))
 
