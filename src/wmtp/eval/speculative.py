@@ -24,9 +24,9 @@ but another kept are masked out of attention (Bool[B,S]) and only slots all reje
 
 The output is plain greedy decoding of head 1, token for token: every emitted token is head 1's argmax given
 exactly the emitted prefix. `SpeculativeDecoder(model, n_draft=0)` is that reference, through the same code with
-no drafts (one forward per token). Drafts decide only what is verified, never what is emitted. In float32 the two can still
-differ where head 1's top two logits tie to within rounding (a forward over m+1 positions rounds differently
-from m+1 one-token forwards); in float64 they agree (tests).
+no drafts (one forward per token). Drafts decide only what is verified, never what is emitted. In float32 the
+two can still differ where head 1's top two logits tie to within rounding (a forward over m+1 positions rounds
+differently from m+1 one-token forwards); in float64 they agree (tests).
 """
 
 from __future__ import annotations
