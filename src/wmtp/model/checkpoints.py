@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
@@ -25,6 +26,17 @@ META_FILE = "wmtp_model.json"
 
 class CheckpointError(RuntimeError):
     """A checkpoint that is missing, incomplete or corrupt; the message names the file."""
+
+
+def read_json_file(path: Path, *, missing: str, corrupt: str) -> Any:
+    """The JSON in `path`; CheckpointError `missing` when there is no such file, `corrupt: <error>` when it does
+    not parse."""
+    if not path.is_file():
+        raise CheckpointError(missing)
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{corrupt}: {err}") from None
 
 
 def model_meta(model: MTPModel) -> dict:
@@ -85,12 +97,8 @@ def load_model_dir(directory: str | Path, *, device: str | torch.device = "cpu")
     """Load a directory written by `save_model_dir` (architecture from wmtp_model.json, strict weights)."""
     directory = Path(directory)
     meta_path = directory / META_FILE
-    if not meta_path.is_file():
-        raise CheckpointError(f"{directory} is not a wmtp model directory (no {META_FILE})")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as err:
-        raise CheckpointError(f"corrupt {meta_path}: {err}") from None
+    meta = read_json_file(meta_path, missing=f"{directory} is not a wmtp model directory (no {META_FILE})",
+                          corrupt=f"corrupt {meta_path}")
     model = build_from_meta(meta)
     load_model_weights(model, directory / MODEL_FILE)
     return model.to(device)

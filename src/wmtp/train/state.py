@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from wmtp.model.checkpoints import MODEL_FILE, CheckpointError, load_model_weights, write_model_files
+from wmtp.model.checkpoints import MODEL_FILE, CheckpointError, load_model_weights, read_json_file, write_model_files
 from wmtp.model.mtp import MTPModel
 
 MANIFEST = "manifest.json"
@@ -108,13 +108,8 @@ def latest_checkpoint(checkpoints_dir: Path) -> Path | None:
 
 def verify_checkpoint(path: Path) -> None:
     """Raise CheckpointError unless every file listed in the manifest exists with its recorded sha256."""
-    manifest_path = path / MANIFEST
-    if not manifest_path.is_file():
-        raise CheckpointError(f"checkpoint {path} is incomplete: no {MANIFEST}")
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except json.JSONDecodeError as err:
-        raise CheckpointError(f"checkpoint {path} has a corrupt {MANIFEST}: {err}") from None
+    manifest = read_json_file(path / MANIFEST, missing=f"checkpoint {path} is incomplete: no {MANIFEST}",
+                              corrupt=f"checkpoint {path} has a corrupt {MANIFEST}")
     for name, digest in manifest.items():
         file = path / name
         if not file.is_file():
