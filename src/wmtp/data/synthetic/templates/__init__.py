@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from wmtp.data.synthetic.spec import Template
-from wmtp.data.synthetic.templates import arithmetic, conditionals, lists, loops, strings
+from wmtp.data.synthetic.templates.arithmetic import TEMPLATES as ARITHMETIC
+from wmtp.data.synthetic.templates.conditionals import TEMPLATES as CONDITIONALS
+from wmtp.data.synthetic.templates.lists import TEMPLATES as LISTS
+from wmtp.data.synthetic.templates.loops import TEMPLATES as LOOPS
+from wmtp.data.synthetic.templates.strings import TEMPLATES as STRINGS
 
 FAMILIES = ("arithmetic", "strings", "lists", "conditionals", "loops")
 
-TEMPLATES: tuple[Template, ...] = (
-    arithmetic.TEMPLATES + strings.TEMPLATES + lists.TEMPLATES + conditionals.TEMPLATES + loops.TEMPLATES
-)
+TEMPLATES: tuple[Template, ...] = ARITHMETIC + STRINGS + LISTS + CONDITIONALS + LOOPS

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 from wmtp.data.synthetic.spec import INT_NAMES, Spec, Template
+from wmtp.data.synthetic.templates.bodies import counted, totalled
 
 
 def _add_k(rng: random.Random) -> Spec:
@@ -40,12 +41,11 @@ def _divmod(rng: random.Random) -> Spec:
 
 def _digit_sum(rng: random.Random) -> Spec:
     n = rng.choice(INT_NAMES)
+    loop, gen, _ = totalled("d", f"str(abs({n}))", "int(d)")
     return Spec(
         rng.choice(("digit_sum", "sum_of_digits", "digits_total")), f"{n}: int", "int",
         f"Return the sum of the decimal digits of {n}, ignoring its sign.",
-        (f"return sum(int(d) for d in str(abs({n})))",
-         f"total = 0\nfor d in str(abs({n})):\n    total += int(d)\nreturn total",
-         f"return sum(map(int, str(abs({n}))))"),
+        (gen, loop, f"return sum(map(int, str(abs({n}))))"),
         [(rng.randint(100, 999),), (0,), (7,), (-rng.randint(10, 999),), (rng.randint(1000, 99999),)],
     )
 
@@ -55,8 +55,7 @@ def _count_multiples(rng: random.Random) -> Spec:
     return Spec(
         rng.choice((f"count_multiples_of_{k}", f"multiples_of_{k}_up_to", f"how_many_div_by_{k}")), f"{n}: int",
         "int", f"Return how many integers from 1 to {n} inclusive are divisible by {k}.",
-        (f"count = 0\nfor i in range(1, {n} + 1):\n    if i % {k} == 0:\n        count += 1\nreturn count",
-         f"return sum(1 for i in range(1, {n} + 1) if i % {k} == 0)", f"return len(range({k}, {n} + 1, {k}))"),
+        (*counted("i", f"range(1, {n} + 1)", f"i % {k} == 0")[:2], f"return len(range({k}, {n} + 1, {k}))"),
         [(k * rng.randint(2, 6),), (0,), (k - 1,), (k,), (k * rng.randint(3, 8) + 1,), (1,)],
     )
 
@@ -68,8 +67,7 @@ def _sum_powers(rng: random.Random) -> Spec:
     what = f"1 + 2 + ... + {n}" if p == 1 else f"the sum of i ** {p} for i from 1 to {n} inclusive"
     return Spec(
         rng.choice(names[p]), f"{n}: int", "int", f"Return {what} (0 when {n} < 1).",
-        (f"total = 0\nfor i in range(1, {n} + 1):\n    total += {term}\nreturn total",
-         f"return sum({term} for i in range(1, {n} + 1))", f"return sum([{term} for i in range({n} + 1)])"),
+        (*totalled("i", f"range(1, {n} + 1)", term)[:2], f"return sum([{term} for i in range({n} + 1)])"),
         [(4,), (0,), (1,), (rng.randint(5, 12),), (-rng.randint(1, 5),)],
     )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 from wmtp.data.synthetic.spec import LIST_NAMES, Spec, Template, rand_ints
+from wmtp.data.synthetic.templates.bodies import collected, counted, totalled
 
 
 def _sum_multiples(rng: random.Random) -> Spec:
@@ -13,8 +14,7 @@ def _sum_multiples(rng: random.Random) -> Spec:
     which = f"the even elements of {xs}" if k == 2 else f"the elements of {xs} that are divisible by {k}"
     return Spec(
         name, f"{xs}: list[int]", "int", f"Return the sum of {which}.",
-        (f"total = 0\nfor x in {xs}:\n    if x % {k} == 0:\n        total += x\nreturn total",
-         f"return sum(x for x in {xs} if x % {k} == 0)", f"return sum([x for x in {xs} if x % {k} == 0])"),
+        totalled("x", xs, "x", f"x % {k} == 0"),
         [(rand_ints(rng, 4, 6),), ([],), ([k],), ([1],), ([k * i for i in range(1, 4)],), (rand_ints(rng, 6, 9),)],
     )
 
@@ -25,8 +25,7 @@ def _count_greater(rng: random.Random) -> Spec:
     return Spec(
         rng.choice((above, "count_greater", "how_many_above")), f"{xs}: list[int]", "int",
         f"Return how many elements of {xs} are greater than {k}.",
-        (f"count = 0\nfor x in {xs}:\n    if x > {k}:\n        count += 1\nreturn count",
-         f"return sum(1 for x in {xs} if x > {k})", f"return len([x for x in {xs} if x > {k}])"),
+        counted("x", xs, f"x > {k}"),
         [(rand_ints(rng, 4, 6) + [k + 1],), ([],), ([k],), ([k - 1, k, k + 1],), (rand_ints(rng, 6, 9),)],
     )
 
@@ -36,8 +35,7 @@ def _scale(rng: random.Random) -> Spec:
     return Spec(
         rng.choice((f"times_{k}", f"scale_by_{k}", f"multiply_all_by_{k}")), f"{xs}: list[int]", "list[int]",
         f"Return a new list with every element of {xs} multiplied by {k}.",
-        (f"out = []\nfor x in {xs}:\n    out.append(x * {k})\nreturn out", f"return [x * {k} for x in {xs}]",
-         f"return list(map(lambda x: x * {k}, {xs}))"),
+        (*collected("x", xs, f"x * {k}"), f"return list(map(lambda x: x * {k}, {xs}))"),
         [(rand_ints(rng, 3, 4),), ([],), ([0],), ([1, -1],), (rand_ints(rng, 5, 7),)],
     )
 

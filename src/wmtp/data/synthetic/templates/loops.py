@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 from wmtp.data.synthetic.spec import INT_NAMES, LIST_NAMES, Spec, Template, rand_ints
+from wmtp.data.synthetic.templates.bodies import collected, counted
 
 
 def _factorial(rng: random.Random) -> Spec:
@@ -39,10 +40,7 @@ def _count_div_either(rng: random.Random) -> Spec:
     return Spec(
         rng.choice((f"count_div_{a}_or_{b}", "count_either", "multiples_of_either")), f"{n}: int", "int",
         f"Return how many integers from 1 to {n} inclusive are divisible by {a} or by {b}.",
-        (f"count = 0\nfor i in range(1, {n} + 1):\n    if i % {a} == 0 or i % {b} == 0:\n        count += 1\n"
-         "return count",
-         f"return sum(1 for i in range(1, {n} + 1) if i % {a} == 0 or i % {b} == 0)",
-         f"return len([i for i in range(1, {n} + 1) if i % {a} == 0 or i % {b} == 0])"),
+        counted("i", f"range(1, {n} + 1)", f"i % {a} == 0 or i % {b} == 0"),
         [(a * b,), (0,), (1,), (a,), (b,), (rng.randint(10, 60),)],
     )
 
@@ -92,8 +90,7 @@ def _multiples(rng: random.Random) -> Spec:
     return Spec(
         rng.choice((f"multiples_of_{k}", f"first_multiples_{k}", f"table_of_{k}")), f"{n}: int", "list[int]",
         f"Return the first {n} positive multiples of {k}, in increasing order.",
-        (f"out = []\nfor i in range(1, {n} + 1):\n    out.append({k} * i)\nreturn out",
-         f"return [{k} * i for i in range(1, {n} + 1)]", f"return list(range({k}, {k} * {n} + 1, {k}))"),
+        (*collected("i", f"range(1, {n} + 1)", f"{k} * i"), f"return list(range({k}, {k} * {n} + 1, {k}))"),
         [(4,), (0,), (1,), (rng.randint(5, 10),)],
     )
 

@@ -5,17 +5,17 @@ from __future__ import annotations
 import random
 
 from wmtp.data.synthetic.spec import LETTERS, STR_NAMES, WORDS, Spec, Template, rand_sentence, rand_string
+from wmtp.data.synthetic.templates.bodies import counted
 
 
 def _count_char(rng: random.Random) -> Spec:
     c, s = rng.choice("aeioulnrst"), rng.choice(STR_NAMES)
     alphabet = c * 3 + "".join(rng.sample(LETTERS, 3))
+    loop, gen, comprehension = counted("ch", s, f"ch == '{c}'")
     return Spec(
         rng.choice((f"count_{c}", f"count_{c}s", f"num_{c}")), f"{s}: str", "int",
         f"Return how many times '{c}' occurs in {s}.",
-        (f"count = 0\nfor ch in {s}:\n    if ch == '{c}':\n        count += 1\nreturn count",
-         f"return {s}.count('{c}')", f"return sum(1 for ch in {s} if ch == '{c}')",
-         f"return len([ch for ch in {s} if ch == '{c}'])"),
+        (loop, f"return {s}.count('{c}')", gen, comprehension),
         [(rand_string(rng, alphabet, 2, 4) + c + rand_string(rng, alphabet, 2, 4),), ("",), (c * 3,),
          (rand_string(rng, alphabet, 8, 14),), ("xyz",)],
     )
