@@ -48,6 +48,12 @@ class Template:
     build: Callable[[random.Random], Spec]
 
 
+def family(name: str, *templates: tuple[Callable[[random.Random], Spec], str]) -> tuple[Template, ...]:
+    """A family's templates from (build function, difficulty) pairs, in order; a template is named after its
+    build function (`_add_k` builds `add_k`)."""
+    return tuple(Template(build.__name__.removeprefix("_"), name, difficulty, build) for build, difficulty in templates)
+
+
 def as_completion(body: str) -> str:
     """An unindented body as a completion: indented under the signature, ending in a newline."""
     return textwrap.indent(body, "    ") + "\n"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from wmtp.data.synthetic.spec import INT_NAMES, Spec, Template
+from wmtp.data.synthetic.spec import INT_NAMES, Spec, family
 from wmtp.data.synthetic.templates.bodies import counted, totalled
 
 
@@ -72,11 +72,8 @@ def _sum_powers(rng: random.Random) -> Spec:
     )
 
 
-TEMPLATES = (
-    Template("add_k", "arithmetic", "easy", _add_k),
-    Template("affine", "arithmetic", "easy", _affine),
-    Template("divmod", "arithmetic", "medium", _divmod),
-    Template("digit_sum", "arithmetic", "medium", _digit_sum),
-    Template("count_multiples", "arithmetic", "medium", _count_multiples),
-    Template("sum_powers", "arithmetic", "medium", _sum_powers),
+TEMPLATES = family(
+    "arithmetic",
+    (_add_k, "easy"), (_affine, "easy"), (_divmod, "medium"), (_digit_sum, "medium"), (_count_multiples, "medium"),
+    (_sum_powers, "medium"),
 )

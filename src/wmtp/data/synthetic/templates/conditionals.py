@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from wmtp.data.synthetic.spec import INT_NAMES, Spec, Template
+from wmtp.data.synthetic.spec import INT_NAMES, Spec, family
 
 
 def _clamp(rng: random.Random) -> Spec:
@@ -100,12 +100,8 @@ def _triangle(rng: random.Random) -> Spec:
     )
 
 
-TEMPLATES = (
-    Template("clamp", "conditionals", "easy", _clamp),
-    Template("sign", "conditionals", "easy", _sign),
-    Template("within", "conditionals", "easy", _within),
-    Template("bucket", "conditionals", "medium", _bucket),
-    Template("fizz", "conditionals", "hard", _fizz),
-    Template("leap", "conditionals", "hard", _leap),
-    Template("triangle", "conditionals", "hard", _triangle),
+TEMPLATES = family(
+    "conditionals",
+    (_clamp, "easy"), (_sign, "easy"), (_within, "easy"), (_bucket, "medium"), (_fizz, "hard"), (_leap, "hard"),
+    (_triangle, "hard"),
 )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from wmtp.data.synthetic.spec import LIST_NAMES, Spec, Template, rand_ints
+from wmtp.data.synthetic.spec import LIST_NAMES, Spec, family, rand_ints
 from wmtp.data.synthetic.templates.bodies import collected, counted, totalled
 
 
@@ -120,14 +120,9 @@ def _second_largest(rng: random.Random) -> Spec:
     )
 
 
-TEMPLATES = (
-    Template("sum_multiples", "lists", "easy", _sum_multiples),
-    Template("count_greater", "lists", "easy", _count_greater),
-    Template("scale", "lists", "easy", _scale),
-    Template("running_sum", "lists", "medium", _running_sum),
-    Template("max_gap", "lists", "medium", _max_gap),
-    Template("index_of_extreme", "lists", "medium", _index_of_extreme),
-    Template("dedupe", "lists", "medium", _dedupe),
-    Template("rotate_left", "lists", "hard", _rotate_left),
-    Template("second_largest", "lists", "hard", _second_largest),
+TEMPLATES = family(
+    "lists",
+    (_sum_multiples, "easy"), (_count_greater, "easy"), (_scale, "easy"), (_running_sum, "medium"),
+    (_max_gap, "medium"), (_index_of_extreme, "medium"), (_dedupe, "medium"), (_rotate_left, "hard"),
+    (_second_largest, "hard"),
 )

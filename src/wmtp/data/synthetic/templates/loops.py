@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from wmtp.data.synthetic.spec import INT_NAMES, LIST_NAMES, Spec, Template, rand_ints
+from wmtp.data.synthetic.spec import INT_NAMES, LIST_NAMES, Spec, family, rand_ints
 from wmtp.data.synthetic.templates.bodies import collected, counted
 
 
@@ -95,12 +95,8 @@ def _multiples(rng: random.Random) -> Spec:
     )
 
 
-TEMPLATES = (
-    Template("factorial", "loops", "medium", _factorial),
-    Template("fib_like", "loops", "medium", _fib_like),
-    Template("count_div_either", "loops", "medium", _count_div_either),
-    Template("count_pairs", "loops", "hard", _count_pairs),
-    Template("join_range", "loops", "easy", _join_range),
-    Template("alternating_sum", "loops", "medium", _alternating_sum),
-    Template("multiples", "loops", "easy", _multiples),
+TEMPLATES = family(
+    "loops",
+    (_factorial, "medium"), (_fib_like, "medium"), (_count_div_either, "medium"), (_count_pairs, "hard"),
+    (_join_range, "easy"), (_alternating_sum, "medium"), (_multiples, "easy"),
 )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from wmtp.data.synthetic.spec import LETTERS, STR_NAMES, WORDS, Spec, Template, rand_sentence, rand_string
+from wmtp.data.synthetic.spec import LETTERS, STR_NAMES, WORDS, Spec, family, rand_sentence, rand_string
 from wmtp.data.synthetic.templates.bodies import counted
 
 
@@ -95,11 +95,8 @@ def _caesar(rng: random.Random) -> Spec:
     )
 
 
-TEMPLATES = (
-    Template("count_char", "strings", "easy", _count_char),
-    Template("repeat_chars", "strings", "easy", _repeat_chars),
-    Template("reverse_fields", "strings", "medium", _reverse_fields),
-    Template("palindrome", "strings", "medium", _palindrome),
-    Template("acronym", "strings", "medium", _acronym),
-    Template("caesar", "strings", "hard", _caesar),
+TEMPLATES = family(
+    "strings",
+    (_count_char, "easy"), (_repeat_chars, "easy"), (_reverse_fields, "medium"), (_palindrome, "medium"),
+    (_acronym, "medium"), (_caesar, "hard"),
 )
