@@ -1,23 +1,27 @@
 """The benchmark table: every benchmark module of this package and its :class:`Benchmark`, by name.
 
-A benchmark is one module ``wmtp/eval/benchmarks/<name>.py`` that defines ``BENCHMARK``; listing the module in
-:data:`MODULES` makes it a ``wmtp eval`` / ``wmtp label`` benchmark (in that order in messages).
+A benchmark is one module ``wmtp/eval/benchmarks/<name>.py`` that defines ``BENCHMARK``: every module of this
+package that does is a ``wmtp eval`` / ``wmtp label`` benchmark, found by name (:data:`MODULES`, sorted), so adding
+a benchmark is adding its file. The package's other modules (base, rows, harness, registry) define none.
 """
 
 from __future__ import annotations
 
+import pkgutil
 from collections.abc import Mapping, Sequence
 from importlib import import_module
 from typing import Any
 
+import wmtp.eval.benchmarks as package
+
 from wmtp.eval.benchmarks.base import Benchmark, SandboxSettings
 from wmtp.eval.benchmarks.harness import grade_problems
 
-MODULES = ("synthetic", "humaneval", "mbpp", "codecontests", "gsm8k", "math", "hellaswag")
+_MODULES = {info.name: import_module(f"{package.__name__}.{info.name}") for info in pkgutil.iter_modules(package.__path__)
+            if info.name != "registry"}
+MODULES = tuple(sorted(name for name, module in _MODULES.items() if hasattr(module, "BENCHMARK")))
 
-BENCHMARKS: dict[str, Benchmark] = {
-    b.name: b for b in (import_module(f"{__package__}.{module}").BENCHMARK for module in MODULES)
-}
+BENCHMARKS: dict[str, Benchmark] = {_MODULES[name].BENCHMARK.name: _MODULES[name].BENCHMARK for name in MODULES}
 
 
 def grade(
