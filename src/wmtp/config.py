@@ -17,6 +17,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    ModelWrapValidatorHandler,
     SerializerFunctionWrapHandler,
     ValidationError,
     ValidationInfo,
@@ -156,12 +157,13 @@ class WeightingConfig(_Strict):
         None, description="λ_k per head (length H); None = all 1. Loss = Σ w·ce·λ_k / Σ_valid 1."
     )
 
-    @model_validator(mode="before")
+    @model_validator(mode="wrap")
     @classmethod
-    def _sections(cls, data: Any) -> Any:
-        """Validate `weighting.<name>` against the registered weighting's Config; default-fill the others."""
+    def _sections(cls, data: Any, handler: ModelWrapValidatorHandler[WeightingConfig]) -> WeightingConfig:
+        """Validate `weighting.<name>` against the registered weighting's Config and default-fill the others, then
+        the fields; every error of both is reported at once, each naming its key."""
         if not isinstance(data, dict):
-            return data
+            return handler(data)
         classes = weightings()
         clash = sorted(set(classes) & set(cls.model_fields))
         if clash:
@@ -176,14 +178,18 @@ class WeightingConfig(_Strict):
             else:
                 section = classes[key].Config
                 try:
-                    out[key] = value if isinstance(value, section) else section.model_validate(value or {})
+                    out[key] = value if isinstance(value, section) else section.model_validate(value)
                 except ValidationError as err:
                     errors += _error_lines(err, ("weighting", key), section)
-        if errors:
-            raise ValueError("\n  ".join(errors))
         for key, wcls in classes.items():
             out.setdefault(key, wcls.Config())
-        return out
+        try:
+            result = handler(out)
+        except ValidationError as err:
+            errors += _error_lines(err, ("weighting",), cls)
+        if errors:
+            raise ValueError("\n  ".join(errors))
+        return result
 
     @field_validator("name", "control_of")
     @classmethod

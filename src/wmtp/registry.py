@@ -33,10 +33,16 @@ def register_weighting(name: str) -> Callable[[W], W]:
 
     def register(cls: W) -> W:
         previous = _REGISTRY.get(name)
-        if previous is not None and previous.__qualname__ != cls.__qualname__:
+        where = (cls.__module__, cls.__qualname__)
+        if previous is not None and (previous.__module__, previous.__qualname__) != where:  # not a re-import
             raise ValueError(f"weighting {name!r} is already registered by {previous.__module__}.{previous.__qualname__}")
         if not hasattr(cls, "Config") or not hasattr(cls, "weights"):
             raise TypeError(f"{cls.__qualname__} is not a wmtp.weighting.WeightFn subclass")
+        try:
+            cls.Config()
+        except ValueError as err:  # pydantic's ValidationError is one
+            raise TypeError(f"every field of {cls.__qualname__}.Config needs a default (its section is filled with "
+                            f"them when a run does not set it): {err}") from None
         cls.name = name
         _REGISTRY[name] = cls
         return cls
@@ -49,11 +55,19 @@ def _load() -> None:
     global _loaded
     if _loaded:
         return
-    _loaded = True
-    for module in BUILTIN_MODULES:
-        importlib.import_module(module)
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        ep.load()
+    _loaded = True  # first: the modules imported here look weightings up themselves
+    try:
+        for module in BUILTIN_MODULES:
+            importlib.import_module(module)
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            try:
+                ep.load()
+            except Exception as err:
+                raise ImportError(f"the weighting entry point {ep.name} = {ep.value!r} ({ENTRY_POINT_GROUP}) "
+                                  f"failed to import: {type(err).__name__}: {err}") from err
+    except BaseException:
+        _loaded = False  # a later lookup tries again instead of using a half-filled registry
+        raise
 
 
 def weightings() -> dict[str, Any]:

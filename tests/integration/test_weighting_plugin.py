@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 from typer.testing import CliRunner
 
@@ -45,12 +46,8 @@ def test_registering_makes_its_name_and_section_valid():
     assert cfg.weighting.ce_power.power == 2.0
     for bad, message in (("weighting.ce_power.pwr=2", "allowed keys are power"),
                          ("weighting.name=ce_powr", "registered: ")):
-        try:
+        with pytest.raises(ConfigError, match=message):
             load_config(None, [bad])
-        except ConfigError as err:
-            assert message in str(err)
-        else:
-            raise AssertionError(f"{bad} was accepted")
 
 
 def test_a_plugin_weighting_trains_sweeps_and_reports(tmp_path):
@@ -77,3 +74,24 @@ def test_a_plugin_weighting_trains_sweeps_and_reports(tmp_path):
     assert set(labels) == {"uniform", "ce_power (ce_power.power=1.0)", "ce_power (ce_power.power=3.0)"}
     assert labels["ce_power (ce_power.power=3.0)"]["baseline"] == "uniform"
     assert labels["ce_power (ce_power.power=3.0)"]["seeds"] == [0, 1]
+
+
+def test_registration_refuses_what_a_section_cannot_hold():
+    class Required(WeightFn):
+        class Config(WeightFn.Config):
+            power: float  # no default: a run that does not set it would have no section
+
+        def weights(self, batch, valid, ce, outputs):
+            return valid.float()
+
+    with pytest.raises(TypeError, match="needs a default"):
+        register_weighting("required_power")(Required)
+    with pytest.raises(ValueError, match="already registered"):
+        register_weighting("ce_power")(type("CEPowerWeight", (CEPowerWeight,), {"__module__": "elsewhere"}))
+
+
+def test_every_weighting_error_is_reported_at_once():
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["weighting.ce_power.pwr=2", "weighting.normalize=bad", "weighting.name=nope"])
+    message = str(err.value)
+    assert "weighting.ce_power.pwr" in message and "weighting.normalize" in message and "'nope'" in message

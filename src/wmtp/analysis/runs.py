@@ -136,9 +136,13 @@ def ignored_keys() -> set[str]:
     return IGNORED_KEYS | {f"weighting.{name}.{key}" for name, cls in weightings().items() for key in cls.report_ignores}
 
 
-def implied_by_method(method: str) -> set[str]:
-    """Settings a weighting fixes for itself (its declared `train_on`, e.g. the critic's): part of the method."""
-    cls = weightings().get(method)
+def implied_by_method(method: str, control_of: str | None = None) -> set[str]:
+    """Settings a weighting fixes for itself (the declared `train_on` of the method it follows, e.g. the critic's, as
+    sweeps set it): part of the method. An unregistered method implies nothing."""
+    classes = weightings()
+    cls = classes.get(method)
+    if cls is not None and cls.is_control:
+        cls = classes.get(control_of)
     return {"data.train_on"} if cls is not None and cls.train_on is not None else set()
 
 
@@ -152,7 +156,7 @@ def _relevant(run: RunData) -> dict[str, Any]:
     return {
         k: v
         for k, v in flatten(run.config).items()
-        if k not in ignored_keys() | implied_by_method(run.method)
+        if k not in ignored_keys() | implied_by_method(run.method, weighting.get("control_of"))
         and not any(k.startswith(f"weighting.{s}.") and s not in own for s in sections)
     }
 

@@ -93,7 +93,8 @@ def forward_backward(
         if weight_fn.needs_ce:
             with torch.no_grad(), amp:
                 ce_first = heads_ce(model, z.detach(), ctx, targets, valid, chunk_tokens=chunk_tokens)
-        raw_weights = weight_fn.weights(batch, valid, ce_first, {k: v.detach() for k, v in outputs.items()})
+        seen = {k: v.detach() for k, v in outputs.items()} if weight_fn.needs_values else {}
+        raw_weights = weight_fn.weights(batch, valid, ce_first, seen)
     totals = None if weight_total_step is None else (weight_total_step, n_valid_step)
     weights = normalize_weights(
         raw_weights, valid, mode=wcfg.normalize, clip_min=wcfg.clip_min, clip_max=wcfg.clip_max, totals=totals

@@ -68,8 +68,9 @@ class ControlWeight(WeightFn):
             raise ValueError(f"control mode must be one of {CONTROL_MODES}, got {mode!r}")
         super().__init__(seed=seed)
         self.base, self.mode = base, mode
-        self.needs_ce, self.needs_values = base.needs_ce, base.needs_values
-        self.pre_train_kinds = base.pre_train_kinds
+        for declared in ("needs_ce", "needs_values", "train_on", "supports_packing", "uses_reference",
+                         "pre_train_kinds"):  # the method's declarations are the control's
+            setattr(self, declared, getattr(base, declared))
         self.begin_step(0)
 
     @classmethod

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
 from pydantic import BaseModel
 
 from wmtp.config import ConfigError, RunConfig
@@ -36,9 +37,10 @@ def reference_settings(cfg: RunConfig) -> tuple[str, BaseModel]:
         return cls.name, cfg.weighting.section(cls.name)
     named = [name for name, c in weightings().items() if c.uses_reference and cfg.weighting.section(name).reference]
     if len(named) != 1:
-        raise ConfigError(f"weighting.name={cfg.weighting.name} reads no reference model and "
-                          f"{len(named)} weighting sections name one ({', '.join(named) or 'none'}): set "
-                          "weighting.name to the weighting whose reference to score (e.g. weighting.name=rho1)")
+        readers = [name for name, c in weightings().items() if c.uses_reference]
+        raise ConfigError(f"weighting.name={cfg.weighting.name} reads no reference model, and {len(named)} of the "
+                          f"sections that can name one ({', '.join(readers)}) do: set weighting.<name>.reference "
+                          "of the one to score (e.g. weighting.rho1.reference=DIR), or weighting.name to it")
     return named[0], cfg.weighting.section(named[0])
 
 
@@ -89,7 +91,7 @@ def score_reference(cfg: RunConfig) -> tuple[Path, dict[str, list[int]]]:
 
 
 def with_reference(
-    cfg: RunConfig, data: PreparedData, train: list[EncodedRecord], valid: list[EncodedRecord]
+    cfg: RunConfig, data: PreparedData, train: list[EncodedRecord], valid: list[EncodedRecord], device: torch.device
 ) -> tuple[list[EncodedRecord], list[EncodedRecord], ReferenceScorer | None, dict[str, Any]]:
     """Records carrying ref_ce from the cache (a missing or stale cache is an error), or, with `ref_on_the_fly`,
     the records as they are and a scorer that computes ref_ce per batch; and the reference's provenance."""
@@ -97,7 +99,7 @@ def with_reference(
     source = reference_source(cfg, data)
     meta: dict[str, Any] = {"spec": rcfg.reference, "identity": reference_identity(source)}
     if rcfg.ref_on_the_fly:
-        model = load_reference_model(source, device=resolve_device(cfg.train.device))
+        model = load_reference_model(source, device=device)
         return train, valid, ReferenceScorer(model, chunk_tokens=cfg.train.ce_chunk_tokens), meta
     directory, key = reference_cache_key(cfg, data, train + valid, source)
     values = read_cache(directory, key, train + valid)

@@ -192,7 +192,7 @@ class Rho1Weight(WeightFn):
     def prepare(self, run: RunContext) -> None:
         """Attach every record's reference CE from the score-ref cache, or load the on-the-fly scorer."""
         run.train, run.valid, self.scorer, run.meta["reference"] = with_reference(run.cfg, run.data, run.train,
-                                                                                 run.valid)
+                                                                                 run.valid, run.device)
 
     def begin_step(self, step: int) -> None:
         self._excess_sum: Tensor | None = None
