@@ -12,6 +12,7 @@ import ast
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -104,7 +105,7 @@ def test_mbpp_zero_shot_prompt_shows_the_tests():
 
 def test_gsm8k_references_are_the_last_number_of_each_solution():
     path = shared("gsm8k_test.jsonl")
-    problems = gsm8k.load_gsm8k(path)
+    problems = gsm8k.load_gsm8k(path, n_shot=0)
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     assert len(problems) == 1319 and problems[0].info == {"reference": "18"}
     assert problems[0].prompt.startswith("Question: Janet’s ducks lay 16 eggs") and problems[0].prompt.endswith(
@@ -115,11 +116,30 @@ def test_gsm8k_references_are_the_last_number_of_each_solution():
 
 
 def test_gsm8k_fewshot_prompt_from_the_train_file():
+    test_rows = [json.loads(line) for line in shared("gsm8k_test.jsonl").read_text().splitlines()]
     problems = gsm8k.load_gsm8k(shared("gsm8k_test.jsonl"), n_shot=8, fewshot_file=shared("gsm8k_train.jsonl"))
     prompt = problems[0].prompt
-    assert prompt.startswith("Question: Natalia sold clips to 48 of her friends") and prompt.count("Question:") == 9
-    assert prompt.count("#### ") == 8 and prompt.endswith(gsm8k.question_prompt(
-        json.loads(shared("gsm8k_test.jsonl").read_text().splitlines()[0])["question"]))
+    assert prompt.count("Question:") == 9 and prompt.count("#### ") == 8
+    assert prompt.endswith(gsm8k.question_prompt(test_rows[0]["question"]))
+
+
+def test_gsm8k_default_prompts_are_lm_evals_5_shot():
+    # lm-eval gsm8k (5-shot, fewshot seed 1234) on openai/gsm8k: test row 0's examples are these train rows, in this
+    # order; the first four agree with public dumps of lm-eval's prompt for doc 0, and row 1's third example
+    # ("Corey downloaded two movie series") with dumps of doc 1.
+    problems = gsm8k.load_gsm8k(shared("gsm8k_test.jsonl"), fewshot_file=shared("gsm8k_train.jsonl"))
+    starts = [q.split(". ")[0] for q in re.findall(r"Question: (.*)\n", problems[0].prompt)]
+    assert starts == ["Jen and Tyler are gymnasts practicing flips", "Four people in a law firm are planning a party",
+                      "A charcoal grill burns fifteen coals to ash every twenty minutes of grilling",
+                      "A bear is preparing to hibernate for the winter and needs to gain 1000 pounds",
+                      "Brendan can cut 8 yards of grass per day, he bought a lawnmower and it helped him to cut more "
+                      "yards by Fifty percent per day", "Janet’s ducks lay 16 eggs per day"]
+    assert re.findall(r"Question: (Corey downloaded two movie series)", problems[1].prompt)
+    assert problems[0].prompt.startswith("Question: Jen and Tyler") and "\nAnswer: Jen did 16 triple-flips" in \
+        problems[0].prompt
+    # lm-eval's target of every test row, cleaned as its exact_match cleans it, is wmtp's reference
+    rows = [json.loads(line) for line in shared("gsm8k_test.jsonl").read_text().splitlines()]
+    assert all(gsm8k.exact_match(p.info["reference"], r["answer"]) for p, r in zip(problems, rows))
 
 
 # --- MATH-500 ----------------------------------------------------------------------------------------------

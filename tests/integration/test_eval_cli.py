@@ -100,7 +100,7 @@ def test_eval_an_hf_model_on_gsm8k_and_hellaswag_files(hf_model_dir, tmp_path):
     gsm.write_text("".join(json.dumps({"question": q, "answer": f"#### {a}"}) + "\n"
                            for q, a in (("What is 2 + 3?", 5), ("What is 4 + 4?", 8))))
     result = invoke("--hf-model", str(hf_model_dir), "--out", str(tmp_path / "out"), "--bench", "gsm8k",
-                    "--data-file", str(gsm), "--max-new-tokens", "8", "--no-progress")
+                    "--data-file", str(gsm), "--n-shot", "0", "--max-new-tokens", "8", "--no-progress")
     assert result.exit_code == 0, result.output
     out = json.loads((tmp_path / "out" / "gsm8k.json").read_text())
     assert [r["problem_id"] for r in out["per_problem"]] == ["gsm8k/0", "gsm8k/1"]

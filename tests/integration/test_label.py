@@ -123,7 +123,7 @@ def test_math_benchmarks_are_labelled_by_their_answer(tmp_path):
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     problems = gsm8k.load_gsm8k(data, n_shot=0)
     req = LabelRequest(bench="gsm8k", sampling=SamplingConfig(temperature=1.0, n=2), data_file=str(data))
-    completions = [[" 2 + 3 = 5. The answer is 5", " It is 6"], [" 100", " 1,000"]]
+    completions = [[" 2 + 3 = 5\n#### 5", " It is 6\n#### 6"], [" #### 100", " #### 1,000"]]
     records = to_records("gsm8k", problems, completions, grade(req, problems, completions))
     assert [r.is_correct for r in records] == [True, False, True, False]
     assert all(r.source == "label/gsm8k" and r.prompt == problems[i // 2].prompt for i, r in enumerate(records))

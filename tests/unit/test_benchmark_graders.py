@@ -55,10 +55,90 @@ def test_gsm8k_reference_and_exact_match():
         gsm8k.reference_answer("no final answer")
     assert gsm8k.answers_match("18.00", "18") and gsm8k.answers_match(".5", "0.5")
     assert not gsm8k.answers_match("17", "18") and not gsm8k.answers_match(None, "18")
-    problem = Problem("gsm8k/0", "Question: ...\nAnswer:", info={"reference": "18"})
+    # wmtp's earlier grader, kept as the "last-number" filter (the default is now lm-eval's strict-match)
+    problem = Problem("gsm8k/0", "Question: ...\nAnswer:", info={"reference": "18"}, data={"filter": "last-number"})
     completions = [["so she makes 9 * 2 = $18 a day.", "so she makes 9 * 3 = $27."]]
     graded = grade_problems(gsm8k.BENCHMARK, [problem], completions)
     assert graded == [[True, False]]
+
+
+@pytest.mark.parametrize(
+    ("completion", "strict", "flexible"),
+    [
+        # lm-eval gsm8k: strict-match is the first "#### <number>", flexible-extract the last number-like run
+        ("9 * 2 = <<9*2=18>>18 dollars.\n#### 18", "18", "18"),
+        ("#### 1,000\n\nQuestion: 5 more #### 7", "1,000", "7"),
+        ("She makes 9 * 2 = $18.", None, "$18."),
+        ("It drops to -5 degrees", None, "-5"),
+        ("#### -3.5 and then 12", "-3.5", "12"),
+        ("####12 has no space", None, "12"),
+        ("the answer is 7", None, "7"),
+        ("no number here", None, None),
+    ],
+)
+def test_gsm8k_lm_eval_filters(completion, strict, flexible):
+    assert gsm8k.strict_match(completion) == strict
+    assert gsm8k.flexible_extract(completion) == flexible
+
+
+@pytest.mark.parametrize(
+    ("prediction", "target", "equal"),
+    [
+        # lm-eval's exact_match: ",", "$", everything up to "#### " and a final "." removed, case ignored
+        ("1,000", "So 1000 boxes.\n#### 1,000", True),
+        ("$18.", "#### 18", True),
+        ("18.00", "18", False),  # strings, not numbers: lm-eval counts this wrong
+        ("18", "18", True),
+        (None, "18", False),
+    ],
+)
+def test_gsm8k_lm_eval_exact_match(prediction, target, equal):
+    assert gsm8k.exact_match(prediction, target) is equal
+
+
+def test_gsm8k_grades_with_the_chosen_filter():
+    rows = [{"question": "How much?", "answer": "9 * 2 = <<9*2=18>>18\n#### 18"}]
+    completions = ["9 * 2 = 18\n#### 18", "She makes 9 * 2 = $18.", "#### 18.00", "#### 17 or rather 18"]
+    verdicts = {f: [gsm8k.is_correct(gsm8k.problems_of(rows, answer_filter=f)[0], c) for c in completions]
+                for f in gsm8k.FILTERS}
+    assert verdicts == {"strict-match": [True, False, False, False], "flexible-extract": [True, True, False, True],
+                        "last-number": [True, True, True, True]}
+    assert gsm8k.BENCHMARK.is_correct(gsm8k.BENCHMARK.from_rows(rows)[0], "She makes 9 * 2 = $18.") is False
+    assert gsm8k.BENCHMARK.answer("x\n#### 18\n") == "18" and gsm8k.BENCHMARK.default_shots == 5
+    assert gsm8k.BENCHMARK.stop == ("Question:", "</s>", "<|im_end|>")
+    with pytest.raises(DataError, match="answer filter"):
+        gsm8k.problems_of(rows, answer_filter="first-number")
+
+
+def lm_eval_gsm8k_prompts(test_rows, train_rows, n_shot, seed=1234):
+    """The prompts lm-eval's gsm8k builds, from its rules: one Random(seed) shared by the test rows in order;
+    each draws rnd.sample(train_rows, n_shot) (train is the few-shot split, so no row is excluded); examples are
+    doc_to_text + target delimiter " " + the answer + few-shot delimiter "\n\n"; then doc_to_text."""
+    import random
+
+    rnd = random.Random(seed)
+    prompts = []
+    for row in test_rows:
+        shots = rnd.sample(train_rows, n_shot)
+        context = "".join("Question: " + s["question"] + "\nAnswer:" + " " + s["answer"] + "\n\n" for s in shots)
+        prompts.append(context + "Question: " + row["question"] + "\nAnswer:")
+    return prompts
+
+
+def test_gsm8k_fewshot_prompts_are_lm_evals(tmp_path):
+    train_rows = [{"question": f"What is {i}+{i}?", "answer": f"{i}+{i}=<<{i}+{i}={2 * i}>>{2 * i}\n#### {2 * i}"}
+                  for i in range(40)]
+    test_rows = [{"question": "What is 2+2? ", "answer": "2+2=4\n#### 4"},
+                 {"question": "Half of 8?", "answer": "#### 4"}, {"question": "Triple 3?", "answer": "#### 9"}]
+    test, train = write_jsonl(tmp_path / "test.jsonl", test_rows), write_jsonl(tmp_path / "train.jsonl", train_rows)
+    problems = gsm8k.load_gsm8k(test, fewshot_file=train)  # lm-eval's default: 5 shots
+    assert [p.prompt for p in problems] == lm_eval_gsm8k_prompts(test_rows, train_rows, 5)
+    assert problems[0].prompt.count("Question:") == 6 and problems[0].prompt != problems[1].prompt
+    assert problems[0].prompt.endswith("Question: What is 2+2? \nAnswer:")  # the row's text, not stripped
+    # the rows are drawn, not the first five; another seed draws others
+    assert not problems[0].prompt.startswith("Question: What is 0+0?\nAnswer:")
+    other = gsm8k.load_gsm8k(test, fewshot_file=train, n_shot=3, seed=7)
+    assert [p.prompt for p in other] == lm_eval_gsm8k_prompts(test_rows, train_rows, 3, seed=7)
 
 
 def test_gsm8k_loader_and_fewshot_prompt(tmp_path):
@@ -67,12 +147,14 @@ def test_gsm8k_loader_and_fewshot_prompt(tmp_path):
         {"question": "What is 1+1?", "answer": "1+1=<<1+1=2>>2\n#### 2"},
         {"question": "What is 3+3?", "answer": "#### 6"},
     ])
-    (zero,) = gsm8k.load_gsm8k(test)
-    assert zero.prompt == "Question: What is 2+2?\nAnswer:" and zero.info == {"reference": "4"}
-    (one,) = gsm8k.load_gsm8k(test, n_shot=1, fewshot_file=train)
-    assert one.prompt == "Question: What is 1+1?\nAnswer: 1+1=<<1+1=2>>2\n#### 2\n\nQuestion: What is 2+2?\nAnswer:"
+    (zero,) = gsm8k.load_gsm8k(test, n_shot=0)
+    assert zero.prompt == "Question: What is 2+2? \nAnswer:" and zero.info == {"reference": "4"}
+    (both,) = gsm8k.load_gsm8k(test, n_shot=2, fewshot_file=train)
+    first, second = ("What is 1+1?", "1+1=<<1+1=2>>2\n#### 2"), ("What is 3+3?", "#### 6")
+    drawn = [first, second] if both.prompt.startswith("Question: What is 1+1?") else [second, first]
+    assert both.prompt == "".join(f"Question: {q}\nAnswer: {a}\n\n" for q, a in drawn) + zero.prompt
     with pytest.raises(DataError, match="few-shot file"):
-        gsm8k.load_gsm8k(test, n_shot=1)
+        gsm8k.load_gsm8k(test)  # 5 shots by default, and no few-shot rows
     with pytest.raises(DataError, match="only 2 rows"):
         gsm8k.load_gsm8k(test, n_shot=3, fewshot_file=train)
 

@@ -18,12 +18,14 @@ def test_every_module_is_one_benchmark_of_its_name():
     assert [name for name, b in BENCHMARKS.items() if not b.generative] == ["hellaswag"]
     sandboxed = [name for name, b in BENCHMARKS.items() if b.sandbox is not None]
     assert sandboxed == ["codecontests", "humaneval", "mbpp", "synthetic"]
-    assert BENCHMARKS["mbpp"].default_shots == 3 and BENCHMARKS["gsm8k"].default_shots == 0
+    assert BENCHMARKS["mbpp"].default_shots == 3 and BENCHMARKS["gsm8k"].default_shots == 5  # lm-eval's gsm8k
 
 
 def test_grade_published_rows_in_process_and_in_the_sandbox():
     gsm8k_rows = [{"question": "What is 2 + 3?", "answer": "2 + 3 = 5\n#### 5"}, {"question": "?", "answer": "#### 7"}]
-    assert grade("gsm8k", gsm8k_rows, [["so 5", "so 6"], ["7.0"]]) == [[True, False], [True]]
+    # lm-eval's strict-match: the "#### n" answer, compared as a string ("7.0" is not "7")
+    assert grade("gsm8k", gsm8k_rows, [["so\n#### 5", "so 5", "#### 6"], ["#### 7", "#### 7.0"]]) == [
+        [True, False, False], [True, False]]
     mbpp_row = {"task_id": 600, "text": "Write a function to add one.", "code": "def inc(x):\n    return x + 1",
                 "test_setup_code": "", "test_list": ["assert inc(1) == 2"], "challenge_test_list": []}
     assert grade("mbpp", [mbpp_row], [["def inc(x):\n    return x + 1\n", "def inc(x):\n    return x\n"]]) == [
