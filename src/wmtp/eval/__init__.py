@@ -1,7 +1,7 @@
 """Evaluation: the benchmark table (`wmtp.eval.benchmarks`), sandboxed execution, generation, pass@k.
 
-``grade(bench, rows, completions)`` grades completions of a benchmark's published rows
-(:func:`wmtp.eval.benchmarks.registry.grade`). It is imported on first use: importing the sandbox or pass@k
+``grade(bench, rows, completions, *, unsafe=False, workers=None) -> list[list[bool]]`` grades completions of a
+benchmark's published rows (:func:`wmtp.eval.benchmarks.registry.grade`). It is imported on first use: importing the sandbox or pass@k
 (as the data and analysis code do) must not load every benchmark, nor import back into the modules that
 import those.
 """

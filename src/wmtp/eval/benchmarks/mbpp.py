@@ -10,7 +10,8 @@ file, 257 of the sanitized one) unless other ids are asked for.
 Prompt (the paper's, as lm-eval-harness uses it): the task, its tests, ``[BEGIN]``; with ``n_shot`` > 0 it is
 preceded by tasks 2, 3, 4 written out in full (``... [BEGIN]\\n<code>\\n[DONE]``). Stop: ``[DONE]``.
 Grade: the completion, the test setup (or the sanitized file's test imports), then the asserts of
-``test_list`` (the challenge tests are not used), exit 0 within the timeout.
+``test_list`` (the challenge tests are not used), run to their end within the timeout (`base.run_to_end`: not
+as ``__main__``, so a completion's ``unittest.main()`` block does not run; an early exit fails).
 """
 
 from __future__ import annotations
@@ -105,7 +106,7 @@ def load_mbpp(
 
 def program(task: Task, completion: str) -> str:
     """The completion, the test setup (it may use the solution's classes, e.g. task 367), then the asserts:
-    exit 0 iff every test passes."""
+    under `base.run_to_end`, exit 0 iff every test ran and passed."""
     return f"{completion}\n\n{task.setup}\n" + "\n".join(task.tests) + "\n"
 
 

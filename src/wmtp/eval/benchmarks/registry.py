@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import pkgutil
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from importlib import import_module
 from typing import Any
 
 import wmtp.eval.benchmarks as package
 
-from wmtp.eval.benchmarks.base import Benchmark, SandboxSettings
+from wmtp.eval.benchmarks.base import Benchmark
 from wmtp.eval.benchmarks.harness import grade_problems
 
 _MODULES = {info.name: import_module(f"{package.__name__}.{info.name}") for info in pkgutil.iter_modules(package.__path__)
@@ -29,11 +30,13 @@ def grade(
     rows: Sequence[Mapping[str, Any]],
     completions: Sequence[Sequence[str]],
     *,
-    sandbox: SandboxSettings | None = None,
+    unsafe: bool = False,
+    workers: int | None = None,
 ) -> list[list[bool]]:
     """Grade completions of a benchmark's published rows: ``completions[i]`` are the completions of ``rows[i]``
     (a row as the benchmark's data file holds it); passed[i][j] is completion j of row i, graded as `wmtp eval`
-    grades it. Code runs in the sandbox with ``sandbox``'s limits (default: the benchmark's).
+    grades it. Code runs with the benchmark's own limits, in the sandbox unless ``unsafe`` (no isolation: see
+    `sandbox.run_python`), ``workers`` programs at a time (default: one per core).
 
     Raises:
         ValueError: ``bench`` is not in the table, or it is not graded from completions (HellaSwag).
@@ -44,4 +47,5 @@ def grade(
     benchmark = BENCHMARKS[bench]
     if benchmark.from_rows is None:
         raise ValueError(f"{bench} rows are not graded from completions")
-    return grade_problems(benchmark, benchmark.from_rows(rows), completions, sandbox=sandbox)
+    limits = None if benchmark.sandbox is None else replace(benchmark.sandbox, unsafe=unsafe, workers=workers)
+    return grade_problems(benchmark, benchmark.from_rows(rows), completions, sandbox=limits)

@@ -2,7 +2,8 @@
 
 Data: a records file (``--data-file``, e.g. a data directory's ``test.jsonl``) or, by default, the test split of
 the run being evaluated. One problem per ``problem_id`` (its first record with tests); stops: the code stops.
-Grade: prompt + completion + the hidden asserts exits 0 within the timeout.
+Grade: prompt + completion + the hidden asserts, run to their end (`base.run_to_end`: an early exit fails,
+``__name__`` is not ``"__main__"``), exits 0 within the timeout.
 """
 
 from __future__ import annotations
@@ -31,10 +32,11 @@ def unique_problems(records: list[Record]) -> list[Record]:
 
 
 def program(problem: Record, completion: str) -> str:
-    """The program labelling runs too (`check_program`): exit code 0 iff every hidden test passes."""
-    from wmtp.data.synthetic.program import check_program
+    """The graded source (`check_source`); under `single_run` it is the program labelling runs too
+    (`check_program`): exit code 0 iff every hidden test ran and passed."""
+    from wmtp.data.synthetic.program import check_source
 
-    return check_program(problem.prompt, completion, problem.tests or [])
+    return check_source(problem.prompt, completion, problem.tests or [])
 
 
 def problem_of(record: Record) -> Problem:
