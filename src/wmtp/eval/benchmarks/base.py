@@ -38,13 +38,15 @@ class Problem:
 @dataclass(frozen=True)
 class Check:
     """One sandboxed run of a completion. It passes if the program exits 0 within ``timeout_s`` and, when
-    ``expected_stdout`` is set, its stdout equals it after ``normalize_output`` (harness) on both sides."""
+    ``expected_stdout`` is set, ``outputs_match(stdout, expected_stdout)`` holds (None: equal after
+    ``normalize_output`` (harness) on both sides)."""
 
     code: str
     stdin: str = ""
     expected_stdout: str | None = None
     timeout_s: float = 10.0
     memory_mb: int = 1024
+    outputs_match: Callable[[str, str], bool] | None = None
 
 
 @dataclass(frozen=True)

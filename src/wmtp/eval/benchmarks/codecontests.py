@@ -7,9 +7,9 @@ Data: the test or valid split as a local parquet/jsonl in the hub schema, or the
 
 Prompt: the statement, then a request for a Python 3 program reading stdin, and an open code fence;
 stop: the closing fence. Grade: the completion runs once per test (public, then private, then generated)
-with the test's input on stdin; it passes if every run exits 0 in time and prints the expected output after
-:func:`~wmtp.eval.benchmarks.harness.normalize_output` (trailing whitespace of lines and trailing blank lines
-ignored). A sample stops at its first failing test.
+with the test's input on stdin; it passes if every run exits 0 in time and its output matches the expected one
+as DeepMind's official checker decides (:func:`outputs_match`: whitespace-separated tokens, ASCII case ignored,
+numbers within 1e-5). A sample stops at its first failing test.
 
 Limits per problem: wall time ``time_limit * time_scale + startup_s`` (the row's limit is for the judged
 program; ``startup_s`` pays for the sandbox and the interpreter's start), memory the row's limit but at least
@@ -19,6 +19,7 @@ program; ``startup_s`` pays for the sandbox and the interpreter's start), memory
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,10 +123,44 @@ def problems_of(rows: Sequence[Mapping[str, Any]]) -> list[Problem]:
     return [problem(c) for c in contests]
 
 
+# The official checker: google-deepmind/code_contests, execution/tester_sandboxer.cc (OutputsMatch,
+# SplitAndLowercase, ValuesMatch; commit fa7a4f8). Its facts, restated: tokens split on any run of
+# " \n\t\r\v", lowercased (ASCII); equal token lists match; otherwise the lists must be as long and every
+# pair match: two numbers (absl::SimpleAtod parses both; an integer parses too) if |a - b| < 1e-5, absolute
+# and strict, anything else only if equal.
+_SEPARATORS = re.compile(r"[ \n\t\r\v]+")
+_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?|[+-]?(?:inf|infinity|nan)")  # SimpleAtod's syntax
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+FLOAT_TOLERANCE = 1e-5
+
+
+def tokens(text: str) -> list[str]:
+    """The official checker's SplitAndLowercase: whitespace-separated tokens, ASCII letters lowercased."""
+    return [t.translate(_ASCII_LOWER) for t in _SEPARATORS.split(text) if t]
+
+
+def values_match(a: str, b: str) -> bool:
+    """The official ValuesMatch of two tokens: numbers within :data:`FLOAT_TOLERANCE`, other tokens equal
+    (so, as there, ``inf`` matches ``inf`` only through the whole-list comparison)."""
+    if not (_NUMBER.fullmatch(a) and _NUMBER.fullmatch(b)):
+        return a == b
+    return abs(float(a) - float(b)) < FLOAT_TOLERANCE
+
+
+def outputs_match(output: str, expected: str) -> bool:
+    """Whether a program's stdout matches the expected output, as CodeContests' official ``OutputsMatch``:
+    ``YES``/``yes``, ``0.500000``/``0.5`` and ``1 2 3``/``1\n2\n3`` match; ``1 2``/``1 2 3`` do not."""
+    got, want = tokens(output), tokens(expected)
+    if got == want:
+        return True
+    return len(got) == len(want) and all(values_match(a, b) for a, b in zip(got, want))
+
+
 def contest_checks(contest: Contest, completion: str, *, limits: Limits = LIMITS) -> list[Check]:
     """One sandboxed run per test: the completion with the test's input on stdin."""
     timeout_s, memory_mb = limits.timeout_s(contest.time_limit_s), limits.memory_mb(contest.memory_limit_bytes)
-    return [Check(completion, stdin=stdin, expected_stdout=expected, timeout_s=timeout_s, memory_mb=memory_mb)
+    return [Check(completion, stdin=stdin, expected_stdout=expected, timeout_s=timeout_s, memory_mb=memory_mb,
+                  outputs_match=outputs_match)
             for stdin, expected in contest.tests]
 
 
@@ -140,6 +175,7 @@ BENCHMARK = Benchmark(
         "time_scale": LIMITS.time_scale,
         "startup_s": LIMITS.startup_s,
         "default_time_limit_s": DEFAULT_TIME_LIMIT_S,
-        "output_comparison": "trailing whitespace per line and trailing blank lines ignored",
+        "output_comparison": "official checker (code_contests tester_sandboxer.cc OutputsMatch): whitespace "
+                             "tokens, ASCII case-insensitive, numbers within 1e-5 absolute",
     },
 )

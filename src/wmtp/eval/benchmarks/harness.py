@@ -43,7 +43,11 @@ def check_passes(check: Check, result: ExecResult) -> bool:
         return False
     if check.expected_stdout is None:
         return True
-    return not result.truncated and normalize_output(result.stdout) == normalize_output(check.expected_stdout)
+    if result.truncated:
+        return False
+    if check.outputs_match is not None:
+        return check.outputs_match(result.stdout, check.expected_stdout)
+    return normalize_output(result.stdout) == normalize_output(check.expected_stdout)
 
 
 def run_checks(
