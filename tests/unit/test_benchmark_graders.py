@@ -375,9 +375,19 @@ def test_hellaswag_loader_and_preprocessing(tmp_path):
 def test_hellaswag_accuracy_raw_and_per_character():
     item = hellaswag.Choice("ctx", (" a", " bbbbbbbbb", " cc"), label=1)
     problems = [Problem("x", "ctx", data=item)]
-    # raw: ending 0 wins (-2 > -5); per character: ending 1 wins (-5/10 > -2/2 and > -4/3)
+    # raw: ending 0 wins (-2 > -5); per character of the ending without its space: ending 1 wins (-5/9 > -2/1
+    # and > -4/2)
     (row,) = hellaswag.score_items(problems, [[-2.0, -5.0, -4.0]])
     assert (row["pred"], row["pred_norm"], row["correct"], row["correct_norm"]) == (0, 1, False, True)
+
+
+def test_hellaswag_acc_norm_divides_by_the_ending_without_its_space_as_lm_eval():
+    """lm-eval scores " " + choice but divides by len(choice): dividing by len(" " + choice) (the earlier bug)
+    picks ending 0 here (-1.5/2 > -4/4), lm-eval's length picks ending 1 (-4/3 > -1.5/1)."""
+    item = hellaswag.Choice("ctx", (" a", " bbb"), label=1)
+    (row,) = hellaswag.score_items([Problem("x", "ctx", data=item)], [[-1.5, -4.0]])
+    assert (row["pred"], row["pred_norm"], row["correct_norm"]) == (0, 1, True)
+    assert [hellaswag.norm_length(e) for e in item.endings] == [1, 3]
 
 
 @pytest.fixture(scope="module")

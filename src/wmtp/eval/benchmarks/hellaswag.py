@@ -7,7 +7,9 @@ about 11 MB); pass its path.
 
 Scoring, as lm-eval-harness: the context is ``activity_label: ctx_a Ctx_b`` cleaned of WikiHow's bracketed
 markers, each ending is `` ending``; its score is the sum of its tokens' log-probabilities under head 1
-given [bos] + context. ``acc`` takes the best sum, ``acc_norm`` the best sum per character of the ending.
+given [bos] + context. ``acc`` takes the best sum, ``acc_norm`` the best sum per character of the ending
+without its leading space (lm-eval's ``acc_norm``: lm_eval/api/task.py divides by ``len(choice)`` of the
+choice string, while the scored continuation is ``" " + choice``).
 No sampling, no code: nothing runs in the sandbox.
 """
 
@@ -124,14 +126,21 @@ def continuation_logprobs(
     return scores
 
 
+def norm_length(ending: str) -> int:
+    """The characters ``acc_norm`` divides by: the ending without the leading space that joins it to the
+    context, as lm-eval's ``len(choice)`` (at least 1, so an empty ending cannot divide by zero)."""
+    return max(1, len(ending.removeprefix(" ")))
+
+
 def score_items(
     problems: Sequence[Problem], logprobs: Sequence[Sequence[float]]
 ) -> list[dict[str, Any]]:
-    """Per-item predictions from per-ending log-likelihoods: raw argmax and argmax per character."""
+    """Per-item predictions from per-ending log-likelihoods: raw argmax and argmax per character
+    (:func:`norm_length`); ties go to the first ending, as numpy's argmax."""
     out = []
     for p, lls in zip(problems, logprobs, strict=True):
         item: Choice = p.data
-        per_char = [ll / len(e) for ll, e in zip(lls, item.endings, strict=True)]
+        per_char = [ll / norm_length(e) for ll, e in zip(lls, item.endings, strict=True)]
         pred = max(range(len(lls)), key=lambda j: lls[j])
         pred_norm = max(range(len(lls)), key=lambda j: per_char[j])
         out.append({
@@ -177,7 +186,8 @@ def evaluate_hellaswag(
         },
         "n_problems": n,
         "sampling": None,
-        "scoring": {"method": "log-likelihood of each ending under head 1", "acc_norm": "per character"},
+        "scoring": {"method": "log-likelihood of each ending under head 1",
+                    "acc_norm": "per character of the ending without its leading space (lm-eval)"},
         "per_problem": per_problem,
     }
 
