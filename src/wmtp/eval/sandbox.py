@@ -4,14 +4,24 @@ Each call gets a fresh sandbox: new user, pid, network, ipc, uts and mount names
 the /bin, /lib... symlinks into it); a private 64 MiB tmpfs /tmp as working directory, the only writable
 place with /dev/shm; no /etc, /home, /root or /work; no capabilities; uid 65534 inside, and an
 unprivileged uid on the host too (nobody if we are root, else our own); a cleared environment.
-rlimits (CPU, address space, processes, file size, no core) are applied by ``prlimit`` inside the sandbox,
-just before the interpreter starts. A wall-clock timeout kills the whole sandbox and output is capped.
+rlimits (CPU, address space, processes, file size, 256 open files, no core) are applied by ``prlimit``
+as pid 1 of the sandbox, so the launcher it execs is under them too and nothing inside runs without them.
+No nested user namespaces (``--disable-userns``: bubblewrap >= 0.8.0, else SandboxUnavailable) and a
+seccomp filter (:mod:`wmtp.eval.seccomp`: no ptrace, new namespaces, mounts, memfd, SysV IPC, bpf, perf,
+keyrings...). A wall-clock timeout kills the whole sandbox and output is capped.
+
+Memory: RLIMIT_AS bounds each process's mappings (so 32 processes x ``memory_mb`` in all). What it does not
+count, file pages in RAM, is bounded by the size caps of the only writable places (64 MiB /tmp, 16 MiB
+/dev/shm, unlinked and O_TMPFILE files included): memfd_create and SysV shm/msg/sem are denied, because
+their only bound would be RLIMIT_FSIZE per memfd x RLIMIT_NOFILE x RLIMIT_NPROC (128 GiB). No cgroup memory
+limit: the host this was built on delegates no cgroup v2 memory controller. Kernel buffers (pipes, sockets)
+are bounded only per fd, by the kernel's defaults, times the fd and process limits.
 
 Process tree of one call (host view)::
 
     bwrap (monitor: our child, session leader)
-      └─ sh launcher: pid 1 of the sandbox's pid namespace (``--as-pid-1``)
-           └─ prlimit → exec python main.py → whatever the program spawns
+      └─ prlimit → exec sh launcher: pid 1 of the sandbox's pid namespace (``--as-pid-1``)
+           └─ python main.py → whatever the program spawns
 
 When the launcher exits (after the program) or is killed (at the timeout), the kernel kills every other
 process of the namespace before the launcher can be reaped, and the monitor exits only after reaping it.
@@ -28,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import json
 import math
 import os
@@ -43,6 +54,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from wmtp.eval import seccomp
+
 PYTHON = "/usr/bin/python3"
 """Default interpreter; it must live under /usr, the only host directory the sandbox sees."""
 
@@ -56,6 +69,7 @@ _SCRIPT = "main.py"
 _NOBODY = 65534
 _MAX_PROCS = 32  # RLIMIT_NPROC: counted per (user namespace, uid), so per sandbox (see _drop_root)
 _MAX_FILE_BYTES = 16 << 20  # RLIMIT_FSIZE
+_MAX_OPEN_FILES = 256  # RLIMIT_NOFILE (the host's may be 20000 or more)
 # tmpfs lives in host RAM outside RLIMIT_AS, so every writable one is size-capped and the rest is read-only.
 _TMP_BYTES = 64 << 20
 _SHM_BYTES = 16 << 20  # /dev/shm, for multiprocessing's semaphores
@@ -68,6 +82,10 @@ _STARTED = b"\x00"
 _INSTALL_HINT = (
     "bubblewrap (bwrap) is not on PATH, so untrusted code cannot be isolated. "
     "Install it with `apt-get install bubblewrap`, or pass unsafe=True to run without isolation."
+)
+_VERSION_HINT = (
+    "The sandbox needs bubblewrap >= 0.8.0 (for --disable-userns, which keeps the program from creating "
+    "user namespaces of its own); upgrade bubblewrap, or pass unsafe=True to run without isolation."
 )
 _USERNS_HINT = (
     "The sandbox needs unprivileged user namespaces (sysctl user.max_user_namespaces > 0; on Ubuntu >= 23.10 "
@@ -153,7 +171,7 @@ def run_python(
             )
             tree = _start_unsafe(stack, code=code, command=[*limits, python], stdin_fd=stdin_fd)
         else:
-            tree = _start_sandboxed(stack, bwrap, code=code, command=[*limits, python], stdin_fd=stdin_fd)
+            tree = _start_sandboxed(stack, bwrap, code=code, limits=limits, python=python, stdin_fd=stdin_fd)
         stdout, stderr, timed_out = _collect(tree, deadline=deadline, max_output_bytes=max_output_bytes,
                                              marker=b"" if bwrap is None else _STARTED)
     returncode = tree.proc.returncode
@@ -250,22 +268,25 @@ def _spawn(stack: contextlib.ExitStack, argv: list[str], **kwargs: Any) -> _Tree
 
 
 def _start_sandboxed(
-    stack: contextlib.ExitStack, bwrap: str, *, code: str, command: list[str], stdin_fd: int
+    stack: contextlib.ExitStack, bwrap: str, *, code: str, limits: list[str], python: str, stdin_fd: int
 ) -> _Tree:
-    """Launch ``command main.py`` in bwrap and return once the sandbox's init is known."""
+    """Launch ``limits sh python main.py`` in bwrap and return once the sandbox's init is known."""
     code_fd = stack.enter_context(_sealed_memfd(_SCRIPT, code.encode()))
+    seccomp_fd = stack.enter_context(_sealed_memfd("seccomp", _seccomp_program()))
     info_r, info_w = os.pipe()
     stack.callback(os.close, info_r)
     argv = [
-        *_bwrap_argv(bwrap, code_fd=code_fd, info_fd=info_w),
+        *_bwrap_argv(bwrap, code_fd=code_fd, info_fd=info_w, seccomp_fd=seccomp_fd),
         # Trusted launcher: proves that setup succeeded (see _STARTED), runs the program as its child and
         # exits with its status (128 + N if killed by signal N; sh then notes e.g. "Segmentation fault" on
         # stderr, as a terminal would). The trailing `exit` stops any sh from exec-ing the program in its
-        # place: the program must not become pid 1 (see the module docstring).
-        _SH, "-c", 'printf "\\000" && "$@"; exit $?', "sh", *command, f"{_WORKDIR}/{_SCRIPT}",
+        # place: the program must not become pid 1 (see the module docstring). prlimit execs the launcher,
+        # so pid 1 itself is under the program's rlimits: nothing in the sandbox runs without them.
+        *limits, _SH, "-c", 'printf "\\000" && "$@"; exit $?', "sh", python, f"{_WORKDIR}/{_SCRIPT}",
     ]
     try:
-        tree = _spawn(stack, argv, stdin=stdin_fd, pass_fds=(code_fd, info_w), env=_environment(_WORKDIR),
+        tree = _spawn(stack, argv, stdin=stdin_fd, pass_fds=(code_fd, seccomp_fd, info_w),
+                      env=_environment(_WORKDIR),
                       cwd="/", **_drop_root())
     finally:
         os.close(info_w)
@@ -273,7 +294,9 @@ def _start_sandboxed(
     info = _read_all(info_r, time.monotonic() + _GRACE_S)
     if not info:  # bwrap died (or hung) before creating the namespaces
         tree.reap()
-        message = f"bwrap failed to create the sandbox: {_stderr_of(tree.proc)}. {_USERNS_HINT}"
+        said = _stderr_of(tree.proc)
+        hint = _VERSION_HINT if "Unknown option" in said else _USERNS_HINT
+        message = f"bwrap failed to create the sandbox: {said}. {hint}"
         raise SandboxUnavailable(message)
     tree.init_pidfd = _pin_child(json.loads(info)["child-pid"], parent=tree.proc.pid)
     return tree
@@ -295,14 +318,25 @@ def _find_bwrap(python: str) -> str:
         raise SandboxUnavailable(_INSTALL_HINT)
     if not os.path.realpath(python).startswith("/usr/"):
         raise ValueError(f"python={python!r} is not under /usr, the only host directory the sandbox sees")
+    try:
+        _seccomp_program()
+    except ValueError as e:  # an architecture without a filter: refuse rather than run unfiltered
+        raise SandboxUnavailable(str(e)) from None
     return bwrap
 
 
-def _bwrap_argv(bwrap: str, *, code_fd: int, info_fd: int) -> list[str]:
-    """The bwrap options: fresh namespaces, read-only /usr, /, /dev; capped tmpfs /tmp holding the script."""
+@functools.cache
+def _seccomp_program() -> bytes:
+    return seccomp.filter_program()
+
+
+def _bwrap_argv(bwrap: str, *, code_fd: int, info_fd: int, seccomp_fd: int) -> list[str]:
+    """The bwrap options: fresh namespaces, read-only /usr, /, /dev; capped tmpfs /tmp holding the script;
+    no further user namespaces; the seccomp filter read from ``seccomp_fd``."""
     return [
         bwrap,
-        "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL", "--as-pid-1",
+        "--unshare-all", "--unshare-user", "--disable-userns", "--seccomp", str(seccomp_fd),
+        "--die-with-parent", "--new-session", "--cap-drop", "ALL", "--as-pid-1",
         "--uid", str(_NOBODY), "--gid", str(_NOBODY), "--hostname", "sandbox",
         "--ro-bind", "/usr", "/usr",
         "--symlink", "usr/bin", "/bin", "--symlink", "usr/sbin", "/sbin",
@@ -326,6 +360,7 @@ def _prlimit_argv(*, timeout_s: float, memory_mb: int) -> list[str]:
         f"--as={memory_mb << 20}",
         f"--nproc={_MAX_PROCS}",
         f"--fsize={_MAX_FILE_BYTES}",
+        f"--nofile={_MAX_OPEN_FILES}",
         "--core=0",
         "--",
     ]
