@@ -147,7 +147,7 @@ def test_gsm8k_default_prompts_are_lm_evals_5_shot():
 
 def test_math500_loads_and_each_solutions_boxed_answer_is_equivalent_to_its_answer():
     path = shared("math500_test.jsonl")
-    problems = math_bench.load_math(path)
+    problems = math_bench.load_math(path, style="boxed")  # references from the answer field
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     assert len(problems) == 500 and problems[0].problem_id == "test/precalculus/807.json"
     assert problems[0].info == {"reference": r"\left( 3, \frac{\pi}{2} \right)", "subject": "Precalculus", "level": 2}
@@ -155,5 +155,25 @@ def test_math500_loads_and_each_solutions_boxed_answer_is_equivalent_to_its_answ
     for p, r in list(zip(problems, rows))[::5]:  # 100 problems across the set
         assert math_bench.is_correct(p, r["solution"]), p.problem_id
     wrong = [math_bench.is_correct(p, r"\boxed{" + ("7" if p.info["reference"] != "7" else "8") + "}")
+             for p in problems[::5]]
+    assert not any(wrong)
+
+
+def test_math500_minerva_references_and_final_answer_sentences():
+    path = shared("math500_test.jsonl")
+    problems = math_bench.load_math(path)  # lm-eval's minerva_math500: 4-shot, references from the solutions
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert len(problems) == 500 and problems[0].prompt.count("Problem:") == 5
+    assert problems[0].info["reference"] == r"\le(3,\frac{\pi}{2}\right)"  # lm-eval's normaliser, "ft" removed
+    # lm-eval's reference (the solution's box) is not equivalent to MATH-500's answer field for 11 rows
+    differ = [p.problem_id for p, r in zip(problems, rows) if not math_bench.is_equivalent(p.info["reference"],
+                                                                                         r["answer"])]
+    assert len(differ) == 11 and "test/intermediate_algebra/428.json" in differ  # "3, 5, 7" normalises to "357"
+    says = "{}\nFinal Answer: The final answer is ${}$. I hope it is correct."
+    for p, r in list(zip(problems, rows))[::5]:
+        assert math_bench.is_correct(p, says.format(r["solution"], math_bench.minerva_boxed(r["solution"]))), \
+            p.problem_id
+        assert not math_bench.is_correct(p, r["solution"])  # boxed, but no Final Answer sentence
+    wrong = [math_bench.is_correct(p, says.format("", "7" if p.info["reference"] != "7" else "8"))
              for p in problems[::5]]
     assert not any(wrong)

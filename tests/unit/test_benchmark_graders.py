@@ -205,7 +205,7 @@ def test_math_loader_resolves_references_and_grades(tmp_path):
          "level": 1},
         {"problem": "Two plus two?", "solution": r"So $\boxed{4}$.", "answer": "4", "subject": "Algebra"},
     ])
-    first, second = math_bench.load_math(data)
+    first, second = math_bench.load_math(data, style="boxed")  # wmtp's earlier prompt and grader
     assert (first.problem_id, first.info) == ("test/a/1.json", {"reference": r"\frac{1}{2}", "level": 1})
     assert (second.problem_id, second.info) == ("math/1", {"reference": "4", "subject": "Algebra"})
     assert second.prompt.endswith("Problem:\nTwo plus two?\n\nSolution:")
@@ -215,6 +215,117 @@ def test_math_loader_resolves_references_and_grades(tmp_path):
     bad = write_jsonl(tmp_path / "bad.jsonl", [{"problem": "?", "solution": "no box"}])
     with pytest.raises(DataError, match="boxed"):
         math_bench.load_math(bad)
+
+
+MINERVA_SHA256 = "9ffe986a2a11cb76627a7706706fd2dd3f85da51d2ddf0b9184616b4203b8412"  # json.dumps of the
+# [problem, solution] pairs of lm-eval's list_fewshot_samples() (minerva_math/utils.py, commit 4e7e0d47)
+
+
+def test_minerva_examples_are_lm_evals():
+    import hashlib
+
+    pairs = [list(pair) for pair in math_bench.MINERVA_EXAMPLES]
+    assert hashlib.sha256(json.dumps(pairs).encode()).hexdigest() == MINERVA_SHA256
+    assert [math_bench.minerva_boxed(s) for _, s in pairs] == ["[2,5)", "24", "16", r"-\frac{2}{3}"]
+
+
+def test_math_minerva_prompt_is_lm_evals(tmp_path):
+    data = write_jsonl(tmp_path / "math.jsonl", [{"problem": "What is $1+1$? ", "solution": r"$\boxed{2}$"}])
+    (problem,) = math_bench.load_math(data)  # lm-eval's default: 4 shots
+    # lm-eval's minerva_math: "Problem:\n" + problem + "\n\n" + "Solution:", the target delimiter " ", the
+    # example's solution, the few-shot delimiter "\n\n"; the four fixed examples in order (first_n)
+    expected = "".join("Problem:" + "\n" + p + "\n\n" + "Solution:" + " " + s + "\n\n"
+                       for p, s in math_bench.MINERVA_EXAMPLES)
+    assert problem.prompt == expected + "Problem:\nWhat is $1+1$? \n\nSolution:"
+    assert problem.prompt.startswith("Problem:\nFind the domain of the expression  $\\frac{\\sqrt{x-2}}")
+    (zero,) = math_bench.load_math(data, n_shot=0)
+    assert zero.prompt == "Problem:\nWhat is $1+1$? \n\nSolution:"
+    (two,) = math_bench.load_math(data, n_shot=2)
+    assert two.prompt.count("Problem:") == 3 and "Terrell" not in two.prompt
+    shots = write_jsonl(tmp_path / "shots.jsonl",
+                        [{"problem": "P1", "solution": "S1"}, {"problem": "P2", "solution": "S2"}])
+    (own,) = math_bench.load_math(data, n_shot=2, fewshot_file=shots)
+    assert own.prompt == "Problem:\nP1\n\nSolution: S1\n\nProblem:\nP2\n\nSolution: S2\n\n" + zero.prompt
+    with pytest.raises(DataError, match="4 Minerva examples"):
+        math_bench.load_math(data, n_shot=5)
+    with pytest.raises(DataError, match="only 2 rows"):
+        math_bench.load_math(data, n_shot=3, fewshot_file=shots)
+    assert math_bench.BENCHMARK.default_shots == 4 and math_bench.BENCHMARK.stop == ("Problem:",)
+
+
+@pytest.mark.parametrize(
+    ("completion", "expected"),
+    [
+        ("so $x=2$.\nFinal Answer: The final answer is $2$. I hope it is correct.", "$2$"),
+        ("Final Answer: The final answer is $\\frac{1}{2}$. I hope it is correct.\n\nFinal Answer: The final "
+         "answer is $3$. I hope it is correct.", "$\\frac{1}{2}$"),  # the first sentence
+        # lm-eval appends "I hope it is correct." before searching: only a completion ending in ". " gains
+        ("Final Answer: The final answer is $[2,5)$. ", "$[2,5)$"),
+        ("Final Answer: The final answer is 7. ", "7"),
+        ("Final Answer: The final answer is $[2,5)$", None),
+        ("Final Answer: The final answer is 7.", None),
+        ("Final Answer: The final answer is 12. I hope", None),
+        (r"The answer is $\boxed{5}$.", None),  # a box is not the Minerva answer
+        ("final answer: the final answer is 5. I hope it is correct.", None),  # case matters
+    ],
+)
+def test_minerva_final_answer_sentence(completion, expected):
+    assert math_bench.minerva_answer(completion) == expected
+
+
+@pytest.mark.parametrize(
+    ("solution", "expected"),
+    [
+        (r"so $\boxed{\frac{\sqrt{3}}{2}}$.", r"\frac{\sqrt{3}}{2}"),
+        (r"first \boxed{1}, then \boxed{\{1,2\}}", r"\{1,2\}"),  # the last box; every brace counts
+        (r"so the answer is $\boxed 5$.", "5"),  # "\boxed " with a space: up to the next "$"
+        (r"\boxed{2} and \boxed 3", "3"),
+        (r"\fbox{3}", "3"),
+        (r"\boxed{\frac{1}{2}", None),
+        ("no box", None),
+    ],
+)
+def test_minerva_boxed_reference(solution, expected):
+    assert math_bench.minerva_boxed(solution) == expected
+
+
+@pytest.mark.parametrize(
+    ("answer", "normalized"),
+    [
+        ("$\\frac{1}{2}$", r"\frac{1}{2}"),
+        ("x = 5", "5"),
+        (r"5 \text{ cm}", "5"),
+        ("100,000", "100000"),
+        (r"\dfrac12", r"\dfrac{1}{2}"),
+        (r"\sqrt2", r"\sqrt{2}"),
+        (r"\text{(C)}", "(C)"),
+        (r"30^\circ", "30"),
+        # the normaliser's own quirks, kept as lm-eval has them: "ft" is removed inside "\left" and "\infty"
+        (r"(2,\infty)", r"(2,\iny)"),
+        (r"\left( 3, \frac{\pi}{2} \right)", r"\le(3,\frac{\pi}{2}\right)"),
+    ],
+)
+def test_minerva_normalize_final_answer(answer, normalized):
+    assert math_bench.normalize_final_answer(answer) == normalized
+
+
+def test_math_minerva_grading():
+    rows = [{"problem": "Half of 1?", "solution": r"It is $\boxed{\frac{1}{2}}$."},
+            {"problem": "Interval?", "solution": r"So $x \in \boxed{[2,5)}$.", "answer": "[2,5)"}]
+    first, second = math_bench.problems_of(rows)
+    assert first.info == {"reference": r"\frac{1}{2}"} and second.info == {"reference": "[2,5)"}
+    says = "Final Answer: The final answer is ${}$. I hope it is correct."
+    completions = [
+        [says.format("0.5"), says.format(r"\dfrac{1}{2}"), says.format("1/3"), r"$\boxed{\frac{1}{2}}$"],
+        [says.format("[2,5)"), says.format("[2, 5)"), says.format("(2,5)"), r"\boxed{[2,5)}"],
+    ]
+    graded = grade_problems(math_bench.BENCHMARK, [first, second], completions)
+    assert graded == [[True, True, False, False], [True, True, False, False]]
+    assert math_bench.BENCHMARK.answer(says.format(r"\frac12")) == r"\frac{1}{2}"
+    boxed = math_bench.problems_of(rows, style="boxed")
+    assert [math_bench.is_correct(boxed[0], c) for c in completions[0]] == [False, False, False, True]
+    with pytest.raises(DataError, match="unknown style"):
+        math_bench.problems_of(rows, style="lm-eval")
 
 
 # --- stdout comparison and CodeContests ---------------------------------------------------------------------
