@@ -83,6 +83,13 @@ def test_the_nonce_is_in_no_readable_place():
     assert grade("mbpp", [MBPP_ROW], [[stdin_reader]]) == [[True]]  # fd 0 is empty: nothing to learn there
 
 
+def test_writing_to_the_report_pipe_without_the_nonce_fails():
+    forger = ("def inc(x):\n    return x\nimport os\nfor fd in range(3, 64):\n    try:\n"
+              "        os.write(fd, b'0' * 32)\n    except OSError:\n        pass\nos._exit(0)\n")
+    chatty = MBPP_ROW["code"] + "\nprint('x' * (2 << 20))\n"  # output past the capture cap: the exit status decides
+    assert grade("mbpp", [MBPP_ROW], [[forger, chatty]]) == [[False, True]]
+
+
 def test_synthetic_benchmark_and_labelling_run_one_program():
     (problem,) = synthetic.BENCHMARK.from_rows([SYNTHETIC_ROW])
     (check,) = synthetic.BENCHMARK.checks(problem, "    return x\n", SandboxSettings())
