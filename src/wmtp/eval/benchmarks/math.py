@@ -31,8 +31,9 @@ Style ``"minerva"`` (the default, lm-eval's ``minerva_math``):
   as ``[2,5)``, text answers, many tuples); math-verify compares those, so wmtp can count as right what lm-eval's
   ``exact_match`` counts wrong. Measured on MATH-500 (lm-eval's ``is_equiv`` run with sympy 1.13.3 and antlr4
   4.11): of the 500 references compared with themselves, lm-eval's test accepts 472 and wmtp's 500 (the 28 are
-  tuples, intervals, matrices, ``.0000672``, ...); a wrong answer (``7``) is rejected by both for all 500. lm-eval's second metric,
-  ``math_verify``, parses the whole completion and solution instead (any final expression, boxed or not).
+  tuples, intervals, matrices, ``.0000672``, ...); a wrong answer (``7``) is rejected by both for all 500.
+  lm-eval's second metric, ``math_verify``, parses the whole completion and solution instead (any final
+  expression, boxed or not).
 
 Style ``"boxed"`` (wmtp's earlier prompt, not lm-eval's): an instruction to box the final answer, then the
 examples as ``Problem:\n...\n\nSolution:\n<solution>`` (problem text stripped), graded by the content of the
