@@ -91,12 +91,22 @@ def test_ptrace_of_pid_1_is_denied(marker: str) -> None:
         f"print('attach', syscall({nr('ptrace')}, 16, 1, 0, 0))\n"  # PTRACE_ATTACH
         f"print('seize', syscall({nr('ptrace')}, 0x4206, 1, 0, 0))\n"  # PTRACE_SEIZE
         f"print('vm_readv', syscall({nr('process_vm_readv')}, 1, ctypes.addressof(local), 1,"
-        " ctypes.addressof(remote), 1, 0))\n",
+        " ctypes.addressof(remote), 1, 0))\n"
+        # ptrace's access check without the syscall: pid 1 (same uid) is non-dumpable, so these are closed
+        "for path, mode in [('/proc/1/mem', 'r+b'), ('/proc/1/maps', 'rb'), ('/proc/1/fd/0', 'rb')]:\n"
+        "    try:\n"
+        "        open(path, mode, buffering=0)\n"
+        "        print(path, 'ok')\n"
+        "    except OSError as e:\n"
+        "        print(path, errno.errorcode[e.errno])\n",
         marker,
     )
     result = run_python(program, memory_mb=128)
     assert result.ok, result.stderr
-    assert result.stdout.splitlines() == ["attach EPERM", "seize EPERM", "vm_readv EPERM"]
+    assert result.stdout.splitlines() == [
+        "attach EPERM", "seize EPERM", "vm_readv EPERM",
+        "/proc/1/mem EACCES", "/proc/1/maps EACCES", "/proc/1/fd/0 EACCES",
+    ]
     assert processes_with(marker) == []
 
 
@@ -215,19 +225,22 @@ def test_unshare_and_mount_fail(marker: str) -> None:
 def test_user_namespaces_are_disabled_below_the_filter_too() -> None:
     # bwrap --disable-userns: the sandbox's user namespace may have no children, whatever the filter allows.
     # So run the sandbox's own bwrap options without the filter, and try to make a user namespace inside.
-    code_fd = os.memfd_create("main.py")
+    code_fd, launcher_fd = os.memfd_create("main.py"), os.memfd_create("sh")
+    os.write(launcher_fd, Path("/usr/bin/sh").read_bytes())
+    os.lseek(launcher_fd, 0, os.SEEK_SET)
     info_r, info_w = os.pipe()
     try:
-        argv = _bwrap_argv(shutil.which("bwrap"), code_fd=code_fd, info_fd=info_w, seccomp_fd=-1)
+        argv = _bwrap_argv(shutil.which("bwrap"), code_fd=code_fd, info_fd=info_w, seccomp_fd=-1,
+                           launcher_fd=launcher_fd)
         at = argv.index("--seccomp")
         unfiltered = argv[:at] + argv[at + 2:]
         results = [
-            subprocess.run([*options, "/usr/bin/unshare", "-U", "true"], pass_fds=(code_fd, info_w),
+            subprocess.run([*options, "/usr/bin/unshare", "-U", "true"], pass_fds=(code_fd, launcher_fd, info_w),
                            capture_output=True, text=True, timeout=30, **_drop_root())
             for options in (unfiltered, [o for o in unfiltered if o != "--disable-userns"])
         ]
     finally:
-        for fd in (code_fd, info_r, info_w):
+        for fd in (code_fd, launcher_fd, info_r, info_w):
             os.close(fd)
     disabled, enabled = results
     assert enabled.returncode == 0, enabled.stderr  # the probe can tell: without the option it succeeds

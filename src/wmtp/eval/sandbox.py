@@ -23,6 +23,9 @@ Process tree of one call (host view)::
       └─ prlimit → exec sh launcher: pid 1 of the sandbox's pid namespace (``--as-pid-1``)
            └─ python main.py → whatever the program spawns
 
+The launcher is an execute-only copy of sh, which makes pid 1 non-dumpable: the program (same uid, no
+capabilities) cannot reach its memory or fds through /proc/1/, and ptrace is denied by the filter.
+
 When the launcher exits (after the program) or is killed (at the timeout), the kernel kills every other
 process of the namespace before the launcher can be reaped, and the monitor exits only after reaping it.
 So once the monitor has exited nothing the call started is left, not even a zombie for the host's pid 1:
@@ -64,6 +67,7 @@ MAX_OUTPUT_BYTES = 1 << 20
 
 _PRLIMIT = "/usr/bin/prlimit"  # util-linux, Essential on Debian; a fixed path so PATH games cannot swap it
 _SH = "/usr/bin/sh"
+_LAUNCHER = "/dev/.launcher"  # an execute-only copy of _SH (on bwrap's /dev tmpfs, read-only once set up)
 _WORKDIR = "/tmp"  # the sandbox's private tmpfs, also its cwd and HOME
 _SCRIPT = "main.py"
 _NOBODY = 65534
@@ -273,19 +277,22 @@ def _start_sandboxed(
     """Launch ``limits sh python main.py`` in bwrap and return once the sandbox's init is known."""
     code_fd = stack.enter_context(_sealed_memfd(_SCRIPT, code.encode()))
     seccomp_fd = stack.enter_context(_sealed_memfd("seccomp", _seccomp_program()))
+    launcher_fd = stack.enter_context(_sealed_memfd("sh", _launcher_binary()))
     info_r, info_w = os.pipe()
     stack.callback(os.close, info_r)
     argv = [
-        *_bwrap_argv(bwrap, code_fd=code_fd, info_fd=info_w, seccomp_fd=seccomp_fd),
+        *_bwrap_argv(bwrap, code_fd=code_fd, info_fd=info_w, seccomp_fd=seccomp_fd, launcher_fd=launcher_fd),
         # Trusted launcher: proves that setup succeeded (see _STARTED), runs the program as its child and
         # exits with its status (128 + N if killed by signal N; sh then notes e.g. "Segmentation fault" on
         # stderr, as a terminal would). The trailing `exit` stops any sh from exec-ing the program in its
         # place: the program must not become pid 1 (see the module docstring). prlimit execs the launcher,
-        # so pid 1 itself is under the program's rlimits: nothing in the sandbox runs without them.
-        *limits, _SH, "-c", 'printf "\\000" && "$@"; exit $?', "sh", python, f"{_WORKDIR}/{_SCRIPT}",
+        # so pid 1 itself is under the program's rlimits: nothing in the sandbox runs without them. The
+        # launcher is an execute-only copy of sh, which makes pid 1 non-dumpable: the program, same uid but
+        # no capabilities, cannot open /proc/1/mem (ptrace itself is denied by the seccomp filter).
+        *limits, _LAUNCHER, "-c", 'printf "\\000" && "$@"; exit $?', "sh", python, f"{_WORKDIR}/{_SCRIPT}",
     ]
     try:
-        tree = _spawn(stack, argv, stdin=stdin_fd, pass_fds=(code_fd, seccomp_fd, info_w),
+        tree = _spawn(stack, argv, stdin=stdin_fd, pass_fds=(code_fd, seccomp_fd, launcher_fd, info_w),
                       env=_environment(_WORKDIR),
                       cwd="/", **_drop_root())
     finally:
@@ -330,9 +337,15 @@ def _seccomp_program() -> bytes:
     return seccomp.filter_program()
 
 
-def _bwrap_argv(bwrap: str, *, code_fd: int, info_fd: int, seccomp_fd: int) -> list[str]:
+@functools.cache
+def _launcher_binary() -> bytes:
+    with open(_SH, "rb") as f:
+        return f.read()
+
+
+def _bwrap_argv(bwrap: str, *, code_fd: int, info_fd: int, seccomp_fd: int, launcher_fd: int) -> list[str]:
     """The bwrap options: fresh namespaces, read-only /usr, /, /dev; capped tmpfs /tmp holding the script;
-    no further user namespaces; the seccomp filter read from ``seccomp_fd``."""
+    no further user namespaces; the seccomp filter read from ``seccomp_fd``; the launcher, execute-only."""
     return [
         bwrap,
         "--unshare-all", "--unshare-user", "--disable-userns", "--seccomp", str(seccomp_fd),
@@ -341,7 +354,7 @@ def _bwrap_argv(bwrap: str, *, code_fd: int, info_fd: int, seccomp_fd: int) -> l
         "--ro-bind", "/usr", "/usr",
         "--symlink", "usr/bin", "/bin", "--symlink", "usr/sbin", "/sbin",
         "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
-        "--proc", "/proc", "--dev", "/dev",
+        "--proc", "/proc", "--dev", "/dev", "--perms", "0111", "--file", str(launcher_fd), _LAUNCHER,
         "--size", str(_SHM_BYTES), "--tmpfs", "/dev/shm",
         "--size", str(_TMP_BYTES), "--tmpfs", _WORKDIR, "--chdir", _WORKDIR,
         "--file", str(code_fd), f"{_WORKDIR}/{_SCRIPT}",
