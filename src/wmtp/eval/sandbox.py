@@ -14,8 +14,9 @@ Memory: RLIMIT_AS bounds each process's mappings (so 32 processes x ``memory_mb`
 count, file pages in RAM, is bounded by the size caps of the only writable places (64 MiB /tmp, 16 MiB
 /dev/shm, unlinked and O_TMPFILE files included): memfd_create and SysV shm/msg/sem are denied, because
 their only bound would be RLIMIT_FSIZE per memfd x RLIMIT_NOFILE x RLIMIT_NPROC (128 GiB). No cgroup memory
-limit: the host this was built on delegates no cgroup v2 memory controller. Kernel buffers (pipes, sockets)
-are bounded only per fd, by the kernel's defaults, times the fd and process limits.
+limit: the host this was built on delegates no cgroup v2 memory controller. Kernel buffers are bounded only
+per fd by the kernel's defaults, times the fd and process limits: measured, 28 MiB queued in the 126 unix
+socketpairs one process can open, so about 0.9 GiB for 32 processes (pipes: the per-user soft limit).
 
 Process tree of one call (host view)::
 
