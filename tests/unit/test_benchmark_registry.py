@@ -14,10 +14,10 @@ from wmtp.eval.benchmarks.registry import BENCHMARKS, MODULES
 
 def test_every_module_is_one_benchmark_of_its_name():
     assert list(BENCHMARKS) == list(MODULES) == sorted(
-        ["synthetic", "humaneval", "mbpp", "codecontests", "gsm8k", "math", "hellaswag"])
+        ["synthetic", "humaneval", "humaneval_plus", "mbpp", "codecontests", "gsm8k", "math", "hellaswag"])
     assert [name for name, b in BENCHMARKS.items() if not b.generative] == ["hellaswag"]
     sandboxed = [name for name, b in BENCHMARKS.items() if b.sandbox is not None]
-    assert sandboxed == ["codecontests", "humaneval", "mbpp", "synthetic"]
+    assert sandboxed == ["codecontests", "humaneval", "humaneval_plus", "mbpp", "synthetic"]
     assert BENCHMARKS["mbpp"].default_shots == 3 and BENCHMARKS["gsm8k"].default_shots == 5  # lm-eval's gsm8k
 
 
