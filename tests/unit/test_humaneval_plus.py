@@ -17,7 +17,7 @@ import pytest
 from wmtp.data.records import DataError
 from wmtp.eval import grade
 from wmtp.eval.benchmarks import humaneval_plus
-from wmtp.eval.benchmarks.base import DataSource
+from wmtp.eval.benchmarks.base import DataSource, Problem
 from wmtp.eval.benchmarks.registry import BENCHMARKS
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "HumanEvalPlus.jsonl.gz"
@@ -129,3 +129,16 @@ def test_canonical_solutions_pass_and_wrong_ones_fail():
              23: "    return len(string) - 1\n",
              100: "    return [n + 2 * i for i in range(n - 1)]\n"}
     assert grade("humaneval_plus", [rows[i] for i in wrong], [[c] for c in wrong.values()]) == [[False]] * 3
+
+
+def test_the_result_reports_base_pass_at_k_beside_base_plus():
+    from wmtp.eval.benchmarks.harness import report
+    from wmtp.eval.generate import SamplingConfig
+
+    assert set(humaneval_plus.BENCHMARK.extra_verdicts) == {"base"}
+    problems = [Problem("a", "p"), Problem("b", "q")]
+    result = report("humaneval_plus", problems, [["x", "y"], ["z", "w"]], [[False, False], [True, False]],
+                    sampling=SamplingConfig(n=2, temperature=0.8), ks=(1,),
+                    extra={"base": [[True, False], [True, True]]})
+    assert result["summary"]["pass@1"] == 0.25 and result["summary_base"]["pass@1"] == 0.75
+    assert result["per_problem"][0]["passed_base"] == [True, False]

@@ -230,6 +230,8 @@ class Benchmark:
         default_shots: few-shot examples when the request names none.
         is_correct: the in-process grader of one completion.
         checks: the sandboxed runs one completion must pass, given the sandbox's limits.
+        extra_verdicts: further sandboxed verdicts by name, reported beside the main one as ``summary_<name>``
+            (pass@k) and ``passed_<name>`` per problem (HumanEval+'s base verdict beside base + plus).
         sandbox: the default limits of those runs (``--timeout`` replaces its timeout); None: no code runs.
         sandbox_notes: entries replacing or added to the recorded sandbox settings (CodeContests' per-row limits).
         answer: the answer a completion gives (None: none found), reported per sample as ``answers``.
@@ -246,6 +248,7 @@ class Benchmark:
     default_shots: int = 0
     is_correct: Callable[[Problem, str], bool] | None = None
     checks: Checks | None = None
+    extra_verdicts: Mapping[str, Checks] = field(default_factory=dict)
     sandbox: SandboxSettings | None = None
     sandbox_notes: Mapping[str, Any] = field(default_factory=dict)
     answer: Callable[[str], str | None] | None = None
@@ -256,6 +259,8 @@ class Benchmark:
         graders = [g for g in (self.is_correct, self.checks, self.score) if g is not None]
         if len(graders) != 1:
             raise ValueError(f"benchmark {self.name}: exactly one of is_correct, checks or score")
+        if self.extra_verdicts and self.checks is None:
+            raise ValueError(f"benchmark {self.name}: extra verdicts are sandboxed checks beside `checks`")
         if (self.checks is None) != (self.sandbox is None):
             raise ValueError(f"benchmark {self.name}: sandboxed checks need default sandbox limits, and only they")
 

@@ -6,7 +6,8 @@ The result dict of a generative benchmark::
 
     {"benchmark", "summary": {"pass@k": ...}, "n_problems", "sampling", "sandbox" (sandboxed ones only),
      "timing_s", "per_problem": [{"problem_id", ...info, "n", "c", "passed": [bool per sample], "sample",
-     "answers" (answer-checked ones only)}]}
+     "answers" (answer-checked ones only), "passed_<name>" (per extra verdict)}], "summary_<name>" (per extra
+     verdict: the Benchmark's ``extra_verdicts``, e.g. HumanEval+'s base pass@k)}
 
 ``per_problem`` keeps the benchmark's order and ids, so two runs' results can be paired by problem.
 """
@@ -14,7 +15,7 @@ The result dict of a generative benchmark::
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, replace
 from typing import Any
@@ -128,12 +129,15 @@ def report(
     ks: Sequence[int],
     sandbox: dict[str, Any] | None = None,
     answer: Callable[[str], str | None] | None = None,
+    extra: Mapping[str, Sequence[Sequence[bool]]] | None = None,
 ) -> dict[str, Any]:
-    """The result dict (see the module docstring); with ``answer``, each problem lists its samples' answers."""
+    """The result dict (see the module docstring); with ``answer``, each problem lists its samples' answers;
+    ``extra`` verdicts (name → passed, shaped like ``passed``) add ``summary_<name>`` and ``passed_<name>``."""
+    extra = extra or {}
     if not problems:
         raise DataError(f"{benchmark}: no problems to evaluate")
     per_problem = []
-    for p, cs, ok in zip(problems, completions, passed, strict=True):
+    for i, (p, cs, ok) in enumerate(zip(problems, completions, passed, strict=True)):
         per_problem.append({
             "problem_id": p.problem_id,
             **p.info,
@@ -142,11 +146,15 @@ def report(
             "passed": list(ok),
             "sample": cs[0] if cs else "",
             **({"answers": [answer(c) for c in cs]} if answer else {}),
+            **{f"passed_{name}": list(verdicts[i]) for name, verdicts in extra.items()},
         })
+    shown_ks = [k for k in ks if k <= sampling.n]
     table = {r["problem_id"]: (r["n"], r["c"]) for r in per_problem}
     result: dict[str, Any] = {
         "benchmark": benchmark,
-        "summary": pass_at_k_table(table, [k for k in ks if k <= sampling.n]),
+        "summary": pass_at_k_table(table, shown_ks),
+        **{f"summary_{name}": pass_at_k_table({r["problem_id"]: (r["n"], sum(r[f"passed_{name}"]))
+                                               for r in per_problem}, shown_ks) for name in extra},
         "n_problems": len(problems),
         "sampling": asdict(sampling),
     }
@@ -187,8 +195,10 @@ def evaluate(
                            batch_size=batch_size, progress=progress)
     generated = time.perf_counter()
     passed = grade_problems(bench, problems, completions, sandbox=limits, progress=progress)
+    extra = {name: grade_problems(replace(bench, checks=checks, extra_verdicts={}), problems, completions,
+                                  sandbox=limits, progress=progress) for name, checks in bench.extra_verdicts.items()}
     result = report(bench.name, problems, completions, passed, sampling=sampling, ks=ks, answer=bench.answer,
-                    sandbox=None if limits is None else limits.as_dict(**bench.sandbox_notes))
+                    sandbox=None if limits is None else limits.as_dict(**bench.sandbox_notes), extra=extra)
     result["timing_s"] = {"generate": generated - started, "grade": time.perf_counter() - generated}
     result["per_problem"] = result.pop("per_problem")  # last: the summary stays at the top of the file
     return result
