@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 
 from wmtp.eval import seccomp
-from wmtp.eval.sandbox import SandboxUnavailable, _bwrap_argv, _drop_root, run_python
+from wmtp.eval.bwrap_argv import bwrap_argv, drop_root
+from wmtp.eval.sandbox import SandboxUnavailable, run_python
 
 SYSCALL = (
     "import ctypes, errno\n"
@@ -230,13 +231,13 @@ def test_user_namespaces_are_disabled_below_the_filter_too() -> None:
     os.lseek(launcher_fd, 0, os.SEEK_SET)
     info_r, info_w = os.pipe()
     try:
-        argv = _bwrap_argv(shutil.which("bwrap"), code_fd=code_fd, info_fd=info_w, seccomp_fd=-1,
-                           launcher_fd=launcher_fd)
+        argv = bwrap_argv(shutil.which("bwrap"), code_fd=code_fd, info_fd=info_w, seccomp_fd=-1,
+                          launcher_fd=launcher_fd)
         at = argv.index("--seccomp")
         unfiltered = argv[:at] + argv[at + 2:]
         results = [
             subprocess.run([*options, "/usr/bin/unshare", "-U", "true"], pass_fds=(code_fd, launcher_fd, info_w),
-                           capture_output=True, text=True, timeout=30, **_drop_root())
+                           capture_output=True, text=True, timeout=30, **drop_root())
             for options in (unfiltered, [o for o in unfiltered if o != "--disable-userns"])
         ]
     finally:

@@ -42,9 +42,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import functools
 import json
-import math
 import os
 import selectors
 import shutil
@@ -58,7 +56,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from wmtp.eval import seccomp
+from wmtp.eval import bwrap_argv
 
 PYTHON = "/usr/bin/python3"
 """Default interpreter; it must live under /usr, the only host directory the sandbox sees."""
@@ -66,18 +64,6 @@ PYTHON = "/usr/bin/python3"
 MAX_OUTPUT_BYTES = 1 << 20
 """Bytes kept of each of stdout and stderr; the rest is read and dropped so the program never blocks."""
 
-_PRLIMIT = "/usr/bin/prlimit"  # util-linux, Essential on Debian; a fixed path so PATH games cannot swap it
-_SH = "/usr/bin/sh"
-_LAUNCHER = "/dev/.launcher"  # an execute-only copy of _SH (on bwrap's /dev tmpfs, read-only once set up)
-_WORKDIR = "/tmp"  # the sandbox's private tmpfs, also its cwd and HOME
-_SCRIPT = "main.py"
-_NOBODY = 65534
-_MAX_PROCS = 32  # RLIMIT_NPROC: counted per (user namespace, uid), so per sandbox (see _drop_root)
-_MAX_FILE_BYTES = 16 << 20  # RLIMIT_FSIZE
-_MAX_OPEN_FILES = 256  # RLIMIT_NOFILE (the host's may be 20000 or more)
-# tmpfs lives in host RAM outside RLIMIT_AS, so every writable one is size-capped and the rest is read-only.
-_TMP_BYTES = 64 << 20
-_SHM_BYTES = 16 << 20  # /dev/shm, for multiprocessing's semaphores
 _READ_CHUNK = 1 << 16
 _GRACE_S = 10.0  # bounds steps that take milliseconds (bwrap's setup, dying processes) on a wedged system
 # Written by the trusted launcher before it starts the program: a sandbox that exits without writing it
@@ -161,7 +147,7 @@ def run_python(
             f"max_output_bytes={max_output_bytes!r} must be >= 0"
         )
     bwrap = None if unsafe else _find_bwrap(python)
-    limits = _prlimit_argv(timeout_s=timeout_s, memory_mb=memory_mb)
+    limits = bwrap_argv.prlimit_argv(timeout_s=timeout_s, memory_mb=memory_mb)
 
     started = time.monotonic()
     deadline = started + timeout_s
@@ -276,13 +262,14 @@ def _start_sandboxed(
     stack: contextlib.ExitStack, bwrap: str, *, code: str, limits: list[str], python: str, stdin_fd: int
 ) -> _Tree:
     """Launch ``limits sh python main.py`` in bwrap and return once the sandbox's init is known."""
-    code_fd = stack.enter_context(_sealed_memfd(_SCRIPT, code.encode()))
-    seccomp_fd = stack.enter_context(_sealed_memfd("seccomp", _seccomp_program()))
-    launcher_fd = stack.enter_context(_sealed_memfd("sh", _launcher_binary()))
+    code_fd = stack.enter_context(_sealed_memfd(bwrap_argv.SCRIPT, code.encode()))
+    seccomp_fd = stack.enter_context(_sealed_memfd("seccomp", bwrap_argv.seccomp_program()))
+    launcher_fd = stack.enter_context(_sealed_memfd("sh", bwrap_argv.launcher_binary()))
     info_r, info_w = os.pipe()
     stack.callback(os.close, info_r)
     argv = [
-        *_bwrap_argv(bwrap, code_fd=code_fd, info_fd=info_w, seccomp_fd=seccomp_fd, launcher_fd=launcher_fd),
+        *bwrap_argv.bwrap_argv(bwrap, code_fd=code_fd, info_fd=info_w, seccomp_fd=seccomp_fd,
+                               launcher_fd=launcher_fd),
         # Trusted launcher: proves that setup succeeded (see _STARTED), runs the program as its child and
         # exits with its status (128 + N if killed by signal N; sh then notes e.g. "Segmentation fault" on
         # stderr, as a terminal would). The trailing `exit` stops any sh from exec-ing the program in its
@@ -290,12 +277,13 @@ def _start_sandboxed(
         # so pid 1 itself is under the program's rlimits: nothing in the sandbox runs without them. The
         # launcher is an execute-only copy of sh, which makes pid 1 non-dumpable: the program, same uid but
         # no capabilities, cannot open /proc/1/mem (ptrace itself is denied by the seccomp filter).
-        *limits, _LAUNCHER, "-c", 'printf "\\000" && "$@"; exit $?', "sh", python, f"{_WORKDIR}/{_SCRIPT}",
+        *limits, bwrap_argv.LAUNCHER, "-c", 'printf "\\000" && "$@"; exit $?', "sh", python,
+        f"{bwrap_argv.WORKDIR}/{bwrap_argv.SCRIPT}",
     ]
     try:
         tree = _spawn(stack, argv, stdin=stdin_fd, pass_fds=(code_fd, seccomp_fd, launcher_fd, info_w),
-                      env=_environment(_WORKDIR),
-                      cwd="/", **_drop_root())
+                      env=bwrap_argv.environment(bwrap_argv.WORKDIR),
+                      cwd="/", **bwrap_argv.drop_root())
     finally:
         os.close(info_w)
     # Its own bound, not the program's deadline: init must be known to kill the sandbox cleanly.
@@ -313,10 +301,10 @@ def _start_sandboxed(
 def _start_unsafe(stack: contextlib.ExitStack, *, code: str, command: list[str], stdin_fd: int) -> _Tree:
     """Launch ``command main.py`` directly in a host temporary directory: limits but no isolation."""
     workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="wmtp-", ignore_cleanup_errors=True))
-    script = os.path.join(workdir, _SCRIPT)
+    script = os.path.join(workdir, bwrap_argv.SCRIPT)
     with open(script, "w", encoding="utf-8") as f:
         f.write(code)
-    return _spawn(stack, [*command, script], stdin=stdin_fd, env=_environment(workdir), cwd=workdir)
+    return _spawn(stack, [*command, script], stdin=stdin_fd, env=bwrap_argv.environment(workdir), cwd=workdir)
 
 
 def _find_bwrap(python: str) -> str:
@@ -327,74 +315,10 @@ def _find_bwrap(python: str) -> str:
     if not os.path.realpath(python).startswith("/usr/"):
         raise ValueError(f"python={python!r} is not under /usr, the only host directory the sandbox sees")
     try:
-        _seccomp_program()
+        bwrap_argv.seccomp_program()
     except ValueError as e:  # an architecture without a filter: refuse rather than run unfiltered
         raise SandboxUnavailable(str(e)) from None
     return bwrap
-
-
-@functools.cache
-def _seccomp_program() -> bytes:
-    return seccomp.filter_program()
-
-
-@functools.cache
-def _launcher_binary() -> bytes:
-    with open(_SH, "rb") as f:
-        return f.read()
-
-
-def _bwrap_argv(bwrap: str, *, code_fd: int, info_fd: int, seccomp_fd: int, launcher_fd: int) -> list[str]:
-    """The bwrap options: fresh namespaces, read-only /usr, /, /dev; capped tmpfs /tmp holding the script;
-    no further user namespaces; the seccomp filter read from ``seccomp_fd``; the launcher, execute-only."""
-    return [
-        bwrap,
-        "--unshare-all", "--unshare-user", "--disable-userns", "--seccomp", str(seccomp_fd),
-        "--die-with-parent", "--new-session", "--cap-drop", "ALL", "--as-pid-1",
-        "--uid", str(_NOBODY), "--gid", str(_NOBODY), "--hostname", "sandbox",
-        "--ro-bind", "/usr", "/usr",
-        "--symlink", "usr/bin", "/bin", "--symlink", "usr/sbin", "/sbin",
-        "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
-        "--proc", "/proc", "--dev", "/dev", "--perms", "0111", "--file", str(launcher_fd), _LAUNCHER,
-        "--size", str(_SHM_BYTES), "--tmpfs", "/dev/shm",
-        "--size", str(_TMP_BYTES), "--tmpfs", _WORKDIR, "--chdir", _WORKDIR,
-        "--file", str(code_fd), f"{_WORKDIR}/{_SCRIPT}",
-        "--remount-ro", "/dev", "--remount-ro", "/",  # bwrap's own tmpfs, which have no size cap
-        "--info-fd", str(info_fd),
-        "--",
-    ]
-
-
-def _prlimit_argv(*, timeout_s: float, memory_mb: int) -> list[str]:
-    """prlimit prefix applying the rlimits to the program (and, inherited, to all it spawns)."""
-    cpu_s = math.ceil(timeout_s) + 1  # a backstop for the wall timeout, which should normally fire first
-    return [
-        _PRLIMIT,
-        f"--cpu={cpu_s}:{cpu_s + 1}",
-        f"--as={memory_mb << 20}",
-        f"--nproc={_MAX_PROCS}",
-        f"--fsize={_MAX_FILE_BYTES}",
-        f"--nofile={_MAX_OPEN_FILES}",
-        "--core=0",
-        "--",
-    ]
-
-
-def _drop_root() -> dict[str, Any]:
-    """Popen arguments that start bwrap as nobody when we are root.
-
-    bwrap maps the sandbox uid to the uid that started it. Started by root, sandboxed processes are host
-    root, for which the kernel skips RLIMIT_NPROC (a fork bomb is not contained). Started by nobody they are
-    host nobody, and the limit counts the processes of each sandbox's own user namespace.
-    """
-    if os.geteuid() != 0:
-        return {}
-    return {"user": _NOBODY, "group": _NOBODY, "extra_groups": []}
-
-
-def _environment(home: str) -> dict[str, str]:
-    """The only variables the program sees: nothing of the host's environment leaks in."""
-    return {"PATH": "/usr/bin:/bin", "HOME": home, "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"}
 
 
 def _pin_child(pid: int, *, parent: int) -> int | None:
