@@ -9,7 +9,7 @@ import math
 import os
 from typing import Any
 
-from wmtp.eval import seccomp
+from wmtp.eval.seccomp import filter_program
 
 PRLIMIT = "/usr/bin/prlimit"  # util-linux, Essential on Debian; a fixed path so PATH games cannot swap it
 SH = "/usr/bin/sh"
@@ -28,7 +28,7 @@ SHM_BYTES = 16 << 20  # /dev/shm, for multiprocessing's semaphores
 @functools.cache
 def seccomp_program() -> bytes:
     """The compiled seccomp filter (wmtp.eval.seccomp) of this machine's architecture; ValueError without one."""
-    return seccomp.filter_program()
+    return filter_program()
 
 
 @functools.cache

@@ -56,7 +56,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from wmtp.eval import bwrap_argv
+import wmtp.eval.bwrap_argv as bwrap_argv
 
 PYTHON = "/usr/bin/python3"
 """Default interpreter; it must live under /usr, the only host directory the sandbox sees."""
