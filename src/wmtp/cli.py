@@ -246,8 +246,8 @@ def _checked(build: Callable[[], Any]) -> Any:
 @_user_errors
 def eval_(
     ctx: typer.Context,
-    bench: Annotated[str, typer.Option(help="Comma-separated: synthetic, humaneval, mbpp, codecontests, gsm8k, "
-                                            "math, hellaswag.")],
+    bench: Annotated[str, typer.Option(help="Comma-separated: synthetic, humaneval, humaneval_plus, mbpp, "
+                                            "codecontests, gsm8k, math, hellaswag.")],
     run: Annotated[Path | None, typer.Option(help="wmtp run directory: evaluates RUN/model, writes RUN/eval/.")] = None,
     hf_model: Annotated[str | None, typer.Option(help="Or an HF causal LM (path or hub name; needs --out).")] = None,
     out: Annotated[Path | None, typer.Option(help="Directory of the <bench>.json files; default RUN/eval.")] = None,
@@ -420,7 +420,8 @@ def data_codecontests(
 @_user_errors
 def label_cmd(
     ctx: typer.Context,
-    bench: Annotated[str, typer.Option(help="synthetic, humaneval, mbpp, codecontests, gsm8k or math.")],
+    bench: Annotated[str, typer.Option(help="synthetic, humaneval, humaneval_plus, mbpp, codecontests, gsm8k "
+                                            "or math.")],
     out: Annotated[Path, typer.Option(help="Output directory (records.jsonl); rerunning into it resumes.")],
     run: Annotated[Path | None, typer.Option(help="wmtp run (or model) directory that samples.")] = None,
     hf_model: Annotated[str | None, typer.Option(help="Or an HF causal LM (path or hub name).")] = None,
