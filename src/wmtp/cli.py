@@ -209,6 +209,9 @@ DatasetOption = Annotated[str | None, typer.Option(help="Or an HF hub dataset NA
 SplitOption = Annotated[str | None, typer.Option(help="Split of --dataset (default: the benchmark's).")]
 NShotOption = Annotated[int | None, typer.Option(help="Few-shot examples (default: MBPP 3, others 0).")]
 FewshotFileOption = Annotated[Path | None, typer.Option(help="GSM8K / MATH few-shot rows (a train jsonl).")]
+BenchOption = Annotated[list[str] | None, typer.Option(
+    "--bench-option", help="KEY=VALUE setting of the (single) benchmark's loader, repeatable: math style=boxed "
+    "(wmtp's earlier boxed prompt), gsm8k answer_filter=flexible-extract|last-number or seed=N.")]
 UnsafeOption = Annotated[bool, typer.Option("--unsafe", help="Run generated code WITHOUT the bwrap sandbox.")]
 TimeoutOption = Annotated[float | None, typer.Option(help="Per-program wall seconds (default: the benchmark's).")]
 WorkersOption = Annotated[int | None, typer.Option(help="Parallel sandboxed programs (default: CPU count).")]
@@ -226,7 +229,14 @@ def _eval_options(params: dict[str, Any]) -> dict[str, Any]:
                               speculative=params.get("speculative", False))
     paths = {key: None if params[key] is None else str(params[key]) for key in ("data_file", "fewshot_file")}
     same = ("limit", "dataset", "split", "n_shot", "unsafe", "workers", "batch_size", "progress")
-    return {"sampling": sampling, **paths, **{key: params[key] for key in same}, "timeout_s": params["timeout"]}
+    options = []
+    for item in params["bench_option"] or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--bench-option {item!r} is not of the form KEY=VALUE")
+        options.append((key.strip(), value.strip()))
+    return {"sampling": sampling, **paths, **{key: params[key] for key in same}, "timeout_s": params["timeout"],
+            "bench_options": tuple(options)}
 
 
 def _checked(build: Callable[[], Any]) -> Any:
@@ -263,6 +273,7 @@ def eval_(
     split: SplitOption = None,
     n_shot: NShotOption = None,
     fewshot_file: FewshotFileOption = None,
+    bench_option: BenchOption = None,
     unsafe: UnsafeOption = False,
     timeout: TimeoutOption = None,
     workers: WorkersOption = None,
@@ -436,6 +447,7 @@ def label_cmd(
     split: SplitOption = None,
     n_shot: NShotOption = None,
     fewshot_file: FewshotFileOption = None,
+    bench_option: BenchOption = None,
     unsafe: UnsafeOption = False,
     timeout: TimeoutOption = None,
     workers: WorkersOption = None,

@@ -42,8 +42,9 @@ class EvalRequest(EvalOptions):
         unknown = [b for b in self.benches if b not in BENCHMARKS]
         if unknown or not self.benches:
             raise ValueError(f"unknown benchmark(s) {unknown or self.benches}; choose from {', '.join(BENCHMARKS)}")
-        if (self.data_file or self.dataset) and len(self.benches) > 1:
-            raise ValueError("--data-file / --dataset name the data of one benchmark; pass a single --bench")
+        if (self.data_file or self.dataset or self.bench_options) and len(self.benches) > 1:
+            raise ValueError("--data-file / --dataset / --bench-option name the data of one benchmark; pass a single "
+                             "--bench")
         super().__post_init__()
         if not self.ks or min(self.ks) < 1:
             raise ValueError(f"k={self.ks} must be positive integers")

@@ -24,6 +24,8 @@ class EvalOptions:
         data_file / dataset / split: the data of a benchmark that needs one (a single benchmark then).
         n_shot: few-shot examples (None: the benchmark's default, 3 for MBPP, 0 otherwise).
         fewshot_file: where GSM8K / MATH few-shot examples come from.
+        bench_options: (key, value) settings of the benchmark's loader (``--bench-option KEY=VALUE``; one
+            benchmark then), e.g. ``("style", "boxed")`` for math.
         unsafe: run generated code WITHOUT the sandbox (passed down to ``run_python(unsafe=True)``).
         timeout_s: per-program wall limit (None: the benchmark's default); CodeContests uses the row's.
         workers: parallel sandbox runs (None: the CPU count).
@@ -38,6 +40,7 @@ class EvalOptions:
     split: str | None = None
     n_shot: int | None = None
     fewshot_file: str | None = None
+    bench_options: tuple[tuple[str, str], ...] = ()
     unsafe: bool = False
     timeout_s: float | None = None
     workers: int | None = None
@@ -61,7 +64,7 @@ class EvalOptions:
         """Where ``bench``'s problems come from (``run_dir``: the run being evaluated, if any)."""
         return DataSource(data_file=self.data_file, dataset=self.dataset, split=self.split,
                           n_shot=bench.default_shots if self.n_shot is None else self.n_shot,
-                          fewshot_file=self.fewshot_file, run_dir=run_dir)
+                          fewshot_file=self.fewshot_file, run_dir=run_dir, options=dict(self.bench_options))
 
     def sandbox(self, bench: Benchmark) -> SandboxSettings | None:
         """``bench``'s sandbox limits with the request's timeout, isolation and pool size (None: no code runs)."""

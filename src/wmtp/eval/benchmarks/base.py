@@ -4,12 +4,14 @@ loads, the sandboxed :class:`Check` s that grade code, and the limits those runs
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from wmtp.data.records import DataError
 from wmtp.eval.sandbox import PYTHON
 
 # One program per core. More in flight would run short programs faster (a sandboxed run mostly waits on
@@ -78,6 +80,8 @@ class DataSource:
         n_shot: few-shot examples (the benchmark's default when the request names none).
         fewshot_file: where GSM8K / MATH few-shot examples come from.
         run_dir: the run being evaluated, if any (the synthetic benchmark reads its test split).
+        options: the benchmark's own loader settings, as text (``--bench-option KEY=VALUE``: e.g. math's
+            ``style``, gsm8k's ``answer_filter`` and ``seed``).
     """
 
     data_file: str | None = None
@@ -86,16 +90,41 @@ class DataSource:
     n_shot: int = 0
     fewshot_file: str | None = None
     run_dir: Path | None = None
+    options: Mapping[str, str] = field(default_factory=dict)
 
 
 def load_with(loader: Callable[..., list[Problem]], *fields: str) -> Callable[[DataSource], list[Problem]]:
     """A :attr:`Benchmark.load` calling ``loader(data_file, dataset=, split=)`` plus the named fields of the
-    source as keywords (e.g. ``"n_shot"``): what a loader with the usual signature reads."""
+    source as keywords (e.g. ``"n_shot"``), and the source's ``options`` (:func:`loader_options`)."""
     def load(source: DataSource) -> list[Problem]:
         extra = {name: getattr(source, name) for name in fields}
-        return loader(source.data_file, dataset=source.dataset, split=source.split, **extra)
+        options = loader_options(loader, source.options, taken=("dataset", "split", *fields))
+        return loader(source.data_file, dataset=source.dataset, split=source.split, **extra, **options)
 
     return load
+
+
+def loader_options(loader: Callable[..., Any], options: Mapping[str, str], *, taken: Sequence[str]) -> dict[str, Any]:
+    """``options`` as keywords of ``loader``: each must name one of its other keyword-only parameters (a
+    DataError lists them), and its text becomes the type of that parameter's default (int, float, bool, str)."""
+    params = {name: p for name, p in inspect.signature(loader).parameters.items()
+              if p.kind is inspect.Parameter.KEYWORD_ONLY and name not in taken}
+    out: dict[str, Any] = {}
+    for key, text in options.items():
+        if key not in params:
+            raise DataError(f"--bench-option {key}: not a setting of this benchmark; its settings: "
+                             f"{', '.join(params) or 'none'}")
+        default = params[key].default
+        if isinstance(default, bool):
+            out[key] = text.strip().lower() in ("1", "true", "yes", "on")
+        elif isinstance(default, (int, float)):
+            try:
+                out[key] = type(default)(text)
+            except ValueError:
+                raise DataError(f"--bench-option {key}={text}: expected a value of type {type(default).__name__}") from None
+        else:
+            out[key] = text
+    return out
 
 
 Checks = Callable[[Problem, str, SandboxSettings], list[Check]]

@@ -82,6 +82,8 @@ def synthetic_test_records(run_dir: Path) -> list[Record]:
 
 
 def load(source: DataSource) -> list[Problem]:
+    if source.options:
+        raise DataError(f"--bench-option {', '.join(source.options)}: synthetic has no settings")
     if source.dataset:
         raise DataError("synthetic reads a records file (--data-file) or the run's own test split")
     if source.data_file:
