@@ -200,7 +200,9 @@ def bench_train(
 SamplesOption = Annotated[int, typer.Option(min=1, help="Samples per problem.")]
 TemperatureOption = Annotated[float, typer.Option(help="Sampling temperature (0: greedy, needs --n 1).")]
 TopPOption = Annotated[float, typer.Option(help="Nucleus sampling mass.")]
-MaxNewTokensOption = Annotated[int, typer.Option(min=1, help="Tokens generated per sample at most.")]
+MaxNewTokensOption = Annotated[int | None, typer.Option(min=1, help="Tokens generated per sample at most "
+                                                                  "(default: the benchmark's, 1024 for HumanEval(+), "
+                                                                  "256 otherwise).")]
 SeedOption = Annotated[int, typer.Option(help="Sampling seed.")]
 LimitOption = Annotated[int | None, typer.Option(help="Only the first N problems of each benchmark.")]
 DataFileOption = Annotated[Path | None, typer.Option(help="Local data of the benchmark (one --bench only).")]
@@ -265,7 +267,7 @@ def eval_(
     k: Annotated[str, typer.Option(help="Comma-separated k of pass@k (k > n is dropped).")] = "1,10,100",
     temperature: TemperatureOption = 0.0,
     top_p: TopPOption = 1.0,
-    max_new_tokens: MaxNewTokensOption = 256,
+    max_new_tokens: MaxNewTokensOption = None,
     seed: SeedOption = 0,
     limit: LimitOption = None,
     data_file: DataFileOption = None,
@@ -439,7 +441,7 @@ def label_cmd(
     n: SamplesOption = 4,
     temperature: TemperatureOption = 0.8,
     top_p: TopPOption = 1.0,
-    max_new_tokens: MaxNewTokensOption = 256,
+    max_new_tokens: MaxNewTokensOption = None,
     seed: SeedOption = 0,
     limit: LimitOption = None,
     data_file: DataFileOption = None,

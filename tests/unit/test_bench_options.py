@@ -49,3 +49,14 @@ def test_the_cli_refuses_an_option_without_a_value(tmp_path):
     result = CliRunner().invoke(app, ["eval", "--bench", "math", "--bench-option", "style", "--hf-model", "x",
                                       "--out", str(tmp_path)])
     assert result.exit_code == 2 and "KEY=VALUE" in result.output
+
+
+def test_a_request_without_max_new_tokens_gets_the_benchmarks_budget():
+    from wmtp.eval.generate import SamplingConfig
+
+    unset = SamplingConfig(max_new_tokens=None)
+    assert BENCHMARKS["humaneval"].sampling(unset).max_new_tokens == 1024
+    assert BENCHMARKS["humaneval_plus"].sampling(unset).max_new_tokens == 1024
+    assert BENCHMARKS["gsm8k"].sampling(unset).max_new_tokens == 256
+    assert BENCHMARKS["humaneval"].sampling(SamplingConfig(max_new_tokens=64)).max_new_tokens == 64
+    assert BENCHMARKS["gsm8k"].sampling(unset).stop == BENCHMARKS["gsm8k"].stop

@@ -24,7 +24,7 @@ class SamplingConfig:
     temperature: float = 0.0
     top_p: float = 1.0
     n: int = 1
-    max_new_tokens: int = 128
+    max_new_tokens: int | None = 128  # None: the benchmark's (Benchmark.sampling); generation needs a number
     stop: tuple[str, ...] = field(default=CODE_STOPS)
     seed: int = 0
     speculative: bool = False

@@ -84,7 +84,7 @@ def _identity(req: LabelRequest, model_source: dict[str, Any]) -> dict[str, Any]
     if req.data_file:
         data["sha256"] = hashlib.sha256(Path(req.data_file).read_bytes()).hexdigest()
     return {"bench": req.bench, "data": data, "model": model_source,
-            "sampling": asdict(replace(req.sampling, stop=BENCHMARKS[req.bench].stop))}
+            "sampling": asdict(BENCHMARKS[req.bench].sampling(req.sampling))}
 
 
 def _chunk_seed(seed: int, problems: Sequence[Problem]) -> int:
@@ -128,7 +128,7 @@ def label(
             task = bar.add_task(f"label {req.bench}", total=len(todo))
             for start in range(0, len(todo), req.chunk_problems):
                 chunk = todo[start : start + req.chunk_problems]
-                sampling = replace(req.sampling, stop=BENCHMARKS[req.bench].stop,
+                sampling = replace(BENCHMARKS[req.bench].sampling(req.sampling),
                                    seed=_chunk_seed(req.sampling.seed, chunk))
                 completions = generate(model, tokenizer, [p.prompt for p in chunk], sampling=sampling,
                                        batch_size=req.batch_size, progress=False)

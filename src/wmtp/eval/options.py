@@ -50,7 +50,7 @@ class EvalOptions:
     def __post_init__(self) -> None:
         if self.data_file and self.dataset:
             raise ValueError("pass either --data-file or --dataset, not both")
-        if self.sampling.n < 1 or self.sampling.max_new_tokens < 1:
+        if self.sampling.n < 1 or (self.sampling.max_new_tokens or 1) < 1:
             raise ValueError(f"n={self.sampling.n} and max_new_tokens={self.sampling.max_new_tokens} must be >= 1")
         if self.sampling.temperature == 0 and self.sampling.n > 1:
             raise ValueError(f"temperature 0 (greedy) gives {self.sampling.n} identical samples; "

@@ -7,12 +7,15 @@ from __future__ import annotations
 import inspect
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from wmtp.data.records import DataError
 from wmtp.eval.sandbox import PYTHON
+
+if TYPE_CHECKING:
+    from wmtp.eval.generate import SamplingConfig
 
 # One program per core. More in flight would run short programs faster (a sandboxed run mostly waits on
 # namespace setup and teardown), but slow correct programs would then share cores and miss their wall-clock
@@ -121,7 +124,8 @@ def loader_options(loader: Callable[..., Any], options: Mapping[str, str], *, ta
             try:
                 out[key] = type(default)(text)
             except ValueError:
-                raise DataError(f"--bench-option {key}={text}: expected a value of type {type(default).__name__}") from None
+                kind = type(default).__name__
+                raise DataError(f"--bench-option {key}={text}: expected a value of type {kind}") from None
         else:
             out[key] = text
     return out
@@ -256,6 +260,7 @@ class Benchmark:
         from_rows: one problem per row of the benchmark's published data, in order (what ``wmtp.eval.grade``
             grades); None when completions are not graded (HellaSwag).
         stop: the strings a completion is cut at.
+        max_new_tokens: tokens generated per sample when the request names none (lm-eval's code tasks: 1024).
         default_shots: few-shot examples when the request names none.
         is_correct: the in-process grader of one completion.
         checks: the sandboxed runs one completion must pass, given the sandbox's limits.
@@ -274,6 +279,7 @@ class Benchmark:
     load: Callable[[DataSource], list[Problem]]
     from_rows: Callable[[Sequence[Mapping[str, Any]]], list[Problem]] | None = None
     stop: tuple[str, ...] = ()
+    max_new_tokens: int = 256
     default_shots: int = 0
     is_correct: Callable[[Problem, str], bool] | None = None
     checks: Checks | None = None
@@ -292,6 +298,10 @@ class Benchmark:
             raise ValueError(f"benchmark {self.name}: extra verdicts are sandboxed checks beside `checks`")
         if (self.checks is None) != (self.sandbox is None):
             raise ValueError(f"benchmark {self.name}: sandboxed checks need default sandbox limits, and only they")
+
+    def sampling(self, sampling: SamplingConfig) -> SamplingConfig:
+        """The request's sampling with this benchmark's stop strings and, when it names none, its max_new_tokens."""
+        return replace(sampling, stop=self.stop, max_new_tokens=sampling.max_new_tokens or self.max_new_tokens)
 
     @property
     def generative(self) -> bool:

