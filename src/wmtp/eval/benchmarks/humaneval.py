@@ -21,9 +21,11 @@ STOP = ("\nclass", "\ndef", "\n#", "\nif", "\nprint")  # Chen et al. (2021), §2
 KEYS = ("task_id", "prompt", "entry_point", "test")
 
 
-def problems_of(rows: Sequence[Mapping[str, Any]]) -> list[Problem]:
-    """One problem per row (its prompt as is), in row order."""
-    require_keys(rows, KEYS, benchmark="humaneval")
+def problems_of(
+    rows: Sequence[Mapping[str, Any]], *, keys: Sequence[str] = KEYS, benchmark: str = "humaneval"
+) -> list[Problem]:
+    """One problem per row (its prompt as is, the row as its data), in row order; every row has `keys`."""
+    require_keys(rows, keys, benchmark=benchmark)
     return [Problem(str(r["task_id"]), r["prompt"], data=r) for r in rows]
 
 

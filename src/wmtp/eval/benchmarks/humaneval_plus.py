@@ -46,8 +46,9 @@ from typing import Any
 from wmtp.data.records import DataError
 from wmtp.eval.benchmarks.base import Benchmark, Check, Checks, Problem, SandboxSettings, load_with, single_run
 from wmtp.eval.benchmarks.harness import grade_problems
+from wmtp.eval.benchmarks import humaneval
 from wmtp.eval.benchmarks.humaneval import STOP
-from wmtp.eval.benchmarks.rows import read_rows, require_keys, rows_from
+from wmtp.eval.benchmarks.rows import read_rows, rows_from
 from wmtp.eval.sandbox import run_python
 
 KEYS = ("task_id", "prompt", "entry_point", "canonical_solution", "base_input", "plus_input", "atol")
@@ -240,8 +241,7 @@ _REFERENCES: dict[str, Reference] = {}  # by the digest of what determines them 
 
 def problems_of(rows: Sequence[Mapping[str, Any]]) -> list[Problem]:
     """One problem per HumanEval+ row (its prompt as is), in row order."""
-    require_keys(rows, KEYS, benchmark="humaneval_plus")
-    return [Problem(str(r["task_id"]), r["prompt"], data=r) for r in rows]
+    return humaneval.problems_of(rows, keys=KEYS, benchmark="humaneval_plus")
 
 
 def load_humaneval_plus(
