@@ -20,6 +20,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from test_sandbox import marker, processes_with, with_marker  # noqa: F401 (marker is a fixture)
 
 from wmtp.eval import seccomp
 from wmtp.eval.bwrap_argv import bwrap_argv, drop_root
@@ -38,33 +39,6 @@ SYSCALL = (
 
 def nr(name: str) -> int:
     return seccomp.syscall_number(name)
-
-
-@pytest.fixture
-def marker() -> str:
-    return f"wmtp-sandbox-test-{uuid.uuid4().hex}"
-
-
-def with_marker(body: str, marker: str) -> str:
-    """``body`` as a program that first re-execs itself so that ``marker`` is in its command line."""
-    return (
-        "import os, sys\n"
-        f"if sys.argv[1:] != [{marker!r}]:\n"
-        f"    os.execv(sys.executable, [sys.executable, __file__, {marker!r}])\n"
-        + body
-    )
-
-
-def processes_with(marker: str) -> list[int]:
-    """Pids of live processes whose command line contains ``marker``."""
-    found = []
-    for entry in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            if marker.encode() in Path(f"/proc/{entry}/cmdline").read_bytes():
-                found.append(int(entry))
-        except OSError:
-            continue
-    return found
 
 
 # --- 1. pid 1 is no way out of the rlimits -----------------------------------------------------------------
