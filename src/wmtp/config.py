@@ -265,6 +265,10 @@ class TrainConfig(_Strict):
         None, gt=0, description="Device memory (GiB) the estimate is checked against; None = the device's own (GPU "
         "memory, or RAM on CPU)."
     )
+    tensorboard: bool = Field(
+        False, description="Also write every metrics row to TensorBoard event files in run_dir/tb/ (scalars "
+        "<kind>/<field>, weight histograms per head); metrics.jsonl stays the source of truth."
+    )
 
 
 class DistributedConfig(_Strict):
@@ -294,6 +298,14 @@ class RunConfig(_Strict):
         if coefs is not None and len(coefs) != self.model.n_heads:
             raise ValueError(
                 f"weighting.head_coefs has {len(coefs)} entries but model.n_heads={self.model.n_heads}"
+            )
+        mc = self.model
+        # checked only for a model built from config: a pretrained trunk's (model.pretrained) or a trained wmtp
+        # model's (model.init_from) positions come from its checkpoint, which the config does not know
+        if mc.pretrained is None and mc.init_from is None and self.data.max_len > mc.max_seq_len:
+            raise ValueError(
+                f"data.max_len={self.data.max_len} exceeds model.max_seq_len={mc.max_seq_len}: records of "
+                f"data.max_len tokens need that many positions; lower data.max_len or raise model.max_seq_len"
             )
         method_class(self.weighting.name, self.weighting.control_of).check_config(self)
         return self

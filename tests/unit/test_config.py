@@ -199,3 +199,15 @@ def test_non_mapping_yaml_raises(tmp_path):
     path.write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError):
         load_config(path)
+
+
+def test_max_len_beyond_max_seq_len_refused_for_a_model_built_from_config():
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["data.max_len=1024", "model.max_seq_len=512"])
+    assert "data.max_len=1024" in str(err.value) and "model.max_seq_len=512" in str(err.value)
+    assert load_config(None, ["data.max_len=512", "model.max_seq_len=512"]).data.max_len == 512
+    # a pretrained trunk's positions come from its checkpoint: the config's max_seq_len is not checked
+    cfg = load_config(None, ["data.max_len=1024", "model.max_seq_len=512", "model.pretrained=/some/hf/dir"])
+    assert cfg.data.max_len == 1024
+    cfg = load_config(None, ["data.max_len=1024", "model.max_seq_len=512", "model.init_from=/some/run/model"])
+    assert cfg.data.max_len == 1024
