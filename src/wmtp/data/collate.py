@@ -41,6 +41,20 @@ class EncodedRecord:
     segments: list[tuple[int, int]] | None = None
 
 
+@dataclass
+class Truncation:
+    """What `max_len` cut from one set of records: `n_truncated` records kept but shortened, losing
+    `n_tokens_dropped` tokens in all; `n_dropped` records dropped (no completion token fit)."""
+
+    n_truncated: int = 0
+    n_tokens_dropped: int = 0
+    n_dropped: int = 0
+
+    def __add__(self, other: Truncation) -> Truncation:
+        return Truncation(self.n_truncated + other.n_truncated, self.n_tokens_dropped + other.n_tokens_dropped,
+                          self.n_dropped + other.n_dropped)
+
+
 def encode_records(
     records: Sequence[Record], tokenizer: PreTrainedTokenizerFast, max_len: int
 ) -> list[EncodedRecord]:
@@ -49,26 +63,40 @@ def encode_records(
     A tokenizer without a bos token (some pretrained ones) gets no bos. Records left with no completion token
     are dropped, and the number dropped is logged.
     """
+    return encode_records_counted(records, tokenizer, max_len)[0]
+
+
+def encode_records_counted(
+    records: Sequence[Record], tokenizer: PreTrainedTokenizerFast, max_len: int
+) -> tuple[list[EncodedRecord], Truncation]:
+    """`encode_records` and the Truncation it made (same records)."""
     if tokenizer.eos_token_id is None:
         raise DataError("the tokenizer has no eos token; completions need an end marker")
     if not records:
-        return []
+        return [], Truncation()
     bos = [] if tokenizer.bos_token_id is None else [tokenizer.bos_token_id]
     # Batch calls run in the Rust backend; special tokens are added here, never by the tokenizer.
     prompts = tokenizer([r.prompt for r in records], add_special_tokens=False)["input_ids"]
     completions = tokenizer([r.completion for r in records], add_special_tokens=False)["input_ids"]
     out = []
+    cut = Truncation()
     for record, prompt, completion in zip(records, prompts, completions):
         n_prompt = len(bos) + len(prompt)
-        ids = (bos + prompt + completion + [tokenizer.eos_token_id])[:max_len]
+        full = bos + prompt + completion + [tokenizer.eos_token_id]
+        ids = full[:max_len]
         if len(ids) > n_prompt:
             out.append(EncodedRecord(record.id, ids, n_prompt, record.is_correct))
+            if len(full) > max_len:
+                cut.n_truncated += 1
+                cut.n_tokens_dropped += len(full) - max_len
+        else:
+            cut.n_dropped += 1
     if len(out) < len(records):
         log.warning(
             "dropped %d of %d records whose completion does not fit in max_len=%d",
             len(records) - len(out), len(records), max_len,
         )
-    return out
+    return out, cut
 
 
 def pack_records(records: Sequence[EncodedRecord], max_len: int) -> list[EncodedRecord]:

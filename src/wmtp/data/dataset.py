@@ -23,10 +23,10 @@ from pathlib import Path
 from transformers import PreTrainedTokenizerFast
 
 from wmtp.config import DataConfig, SyntheticDataConfig
-from wmtp.data.collate import EncodedRecord
+from wmtp.data.collate import EncodedRecord, Truncation
 from wmtp.data.records import DataError, Record, fingerprint, read_records, write_records
 from wmtp.data.synthetic import GENERATOR_VERSION, generate_splits
-from wmtp.data.token_cache import encode_cached
+from wmtp.data.token_cache import encode_cached_counted
 from wmtp.data.tokenizer import load_tokenizer, save_tokenizer, tokenizer_hash, train_tokenizer
 
 log = logging.getLogger(__name__)
@@ -137,11 +137,18 @@ def prepare_data(cfg: DataConfig) -> PreparedData:
 
 def encode_split(cfg: DataConfig, data: PreparedData, records: list[Record]) -> list[EncodedRecord]:
     """Tokenise one split (in cfg.num_proc processes; through the token cache when cfg.token_cache)."""
-    encoded = encode_cached(
+    return encode_split_counted(cfg, data, records)[0]
+
+
+def encode_split_counted(
+    cfg: DataConfig, data: PreparedData, records: list[Record]
+) -> tuple[list[EncodedRecord], Truncation | None]:
+    """`encode_split` and what cfg.max_len cut from the split (None: a token cache entry that predates counting)."""
+    encoded, cut = encode_cached_counted(
         records, data.tokenizer, cfg.max_len, tokenizer_hash=data.tokenizer_hash, num_proc=cfg.num_proc,
         cache_dir=cfg.cache_dir if cfg.token_cache else None,
     )
     if records and not encoded:
         raise DataError(f"none of the {len(records)} records of {data.data_dir} keeps a completion token within "
                         f"data.max_len={cfg.max_len}; raise data.max_len")
-    return encoded
+    return encoded, cut

@@ -8,6 +8,7 @@ complete entry or none.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -22,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from transformers import PreTrainedTokenizerFast
 
-from wmtp.data.collate import EncodedRecord, encode_records
+from wmtp.data.collate import EncodedRecord, Truncation, encode_records_counted
 from wmtp.data.records import Record, fingerprint
 
 log = logging.getLogger(__name__)
@@ -34,16 +35,23 @@ def encode_parallel(
     records: Sequence[Record], tokenizer: PreTrainedTokenizerFast, max_len: int, *, num_proc: int = 1
 ) -> list[EncodedRecord]:
     """`encode_records` over `num_proc` processes (contiguous chunks, order kept); identical output."""
+    return encode_parallel_counted(records, tokenizer, max_len, num_proc=num_proc)[0]
+
+
+def encode_parallel_counted(
+    records: Sequence[Record], tokenizer: PreTrainedTokenizerFast, max_len: int, *, num_proc: int = 1
+) -> tuple[list[EncodedRecord], Truncation]:
+    """`encode_parallel` and the Truncation of all the records."""
     if num_proc <= 1 or len(records) < 2 * num_proc:
-        return encode_records(records, tokenizer, max_len)
+        return encode_records_counted(records, tokenizer, max_len)
     size = -(-len(records) // num_proc)
     chunks = [list(records[i : i + size]) for i in range(0, len(records), size)]
     # fork: workers inherit the imported modules and the tokenizer instead of importing torch again (spawn
     # costs seconds per worker); the tokenizers library turns its own threads off in a forked child.
     with ProcessPoolExecutor(max_workers=num_proc, mp_context=get_context("fork"),
                              initializer=_set_worker_tokenizer, initargs=(tokenizer,)) as pool:
-        parts = pool.map(_encode_chunk, chunks, [max_len] * len(chunks))
-        return [e for part in parts for e in part]
+        parts = list(pool.map(_encode_chunk, chunks, [max_len] * len(chunks)))
+        return [e for part, _ in parts for e in part], sum((cut for _, cut in parts), Truncation())
 
 
 _worker_tokenizer: PreTrainedTokenizerFast | None = None
@@ -54,8 +62,8 @@ def _set_worker_tokenizer(tokenizer: PreTrainedTokenizerFast) -> None:
     _worker_tokenizer = tokenizer
 
 
-def _encode_chunk(records: list[Record], max_len: int) -> list[EncodedRecord]:
-    return encode_records(records, _worker_tokenizer, max_len)
+def _encode_chunk(records: list[Record], max_len: int) -> tuple[list[EncodedRecord], Truncation]:
+    return encode_records_counted(records, _worker_tokenizer, max_len)
 
 
 def cache_key(records_fingerprint: str, tokenizer_hash: str, max_len: int) -> str:
@@ -75,19 +83,39 @@ def encode_cached(
 ) -> list[EncodedRecord]:
     """Encoded records from the cache when present, else encoded (in `num_proc` processes) and cached.
     `cache_dir=None` disables the cache."""
+    return encode_cached_counted(records, tokenizer, max_len, tokenizer_hash=tokenizer_hash, cache_dir=cache_dir,
+                                 num_proc=num_proc)[0]
+
+
+def encode_cached_counted(
+    records: Sequence[Record],
+    tokenizer: PreTrainedTokenizerFast,
+    max_len: int,
+    *,
+    tokenizer_hash: str,
+    cache_dir: str | Path | None,
+    num_proc: int = 1,
+) -> tuple[list[EncodedRecord], Truncation | None]:
+    """`encode_cached` and the Truncation of the records, stored in the cache entry (truncation.json) beside
+    encoded.npz; None for an entry written before it was counted."""
     if cache_dir is None:
-        return encode_parallel(records, tokenizer, max_len, num_proc=num_proc)
+        return encode_parallel_counted(records, tokenizer, max_len, num_proc=num_proc)
     directory = Path(cache_dir) / "tokens" / cache_key(fingerprint(records), tokenizer_hash, max_len)
     if (directory / "encoded.npz").is_file():
         log.info("tokenised records from %s", directory)
-        return load_encoded(directory)
-    encoded = encode_parallel(records, tokenizer, max_len, num_proc=num_proc)
-    save_encoded(directory, encoded)
-    return encoded
+        counts = directory / TRUNCATION_FILE
+        cut = Truncation(**json.loads(counts.read_text())) if counts.is_file() else None
+        return load_encoded(directory), cut
+    encoded, cut = encode_parallel_counted(records, tokenizer, max_len, num_proc=num_proc)
+    save_encoded(directory, encoded, truncation=cut)
+    return encoded, cut
 
 
-def save_encoded(directory: Path, encoded: Sequence[EncodedRecord]) -> None:
-    """Write encoded records (without ref_ce or packing) atomically into `directory`."""
+TRUNCATION_FILE = "truncation.json"
+
+
+def save_encoded(directory: Path, encoded: Sequence[EncodedRecord], *, truncation: Truncation | None = None) -> None:
+    """Write encoded records (without ref_ce or packing) atomically into `directory` (and their Truncation)."""
     if any(e.ref_ce is not None or e.segments is not None for e in encoded):
         raise ValueError("only plain encoded records are cached (no ref_ce, not packed)")
     lengths = np.array([len(e.input_ids) for e in encoded], dtype=np.int64)
@@ -101,6 +129,8 @@ def save_encoded(directory: Path, encoded: Sequence[EncodedRecord]) -> None:
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
     np.savez(tmp / "encoded.npz", **arrays)
+    if truncation is not None:
+        (tmp / TRUNCATION_FILE).write_text(json.dumps(dataclasses.asdict(truncation)))
     try:
         os.rename(tmp, directory)  # atomic; fails if another process got there first (same content)
     except OSError:

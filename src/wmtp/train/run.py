@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,8 +11,8 @@ import numpy as np
 import torch
 
 from wmtp.config import ConfigError, RunConfig
-from wmtp.data.collate import pack_records
-from wmtp.data.dataset import PreparedData, encode_split, prepare_data
+from wmtp.data.collate import Truncation, pack_records
+from wmtp.data.dataset import PreparedData, encode_split_counted, prepare_data
 from wmtp.data.tokenizer import check_same_tokenizer, load_tokenizer
 from wmtp.model.checkpoints import load_model_dir
 from wmtp.model.lora import apply_lora, merge_lora
@@ -24,6 +25,8 @@ from wmtp.train.run_dir import write_run_files
 from wmtp.train.trainer import Trainer
 from wmtp.weighting.base import RunContext
 from wmtp.registry import build_weight_fn
+
+log = logging.getLogger(__name__)
 
 
 class RunExistsError(FileExistsError):
@@ -102,8 +105,9 @@ def build_run(cfg: RunConfig, *, resume: bool = False) -> Run:
     weight_fn.attach(model)
     device = resolve_device(cfg.train.device)
     report_memory(model, cfg, world_size=world_size_from_env(), device=device)
-    run = RunContext(cfg, data, encode_split(cfg.data, data, data.train), encode_split(cfg.data, data, data.valid),
-                     device)
+    (train_encoded, train_cut), (valid_encoded, valid_cut) = (
+        encode_split_counted(cfg.data, data, data.train), encode_split_counted(cfg.data, data, data.valid))
+    run = RunContext(cfg, data, train_encoded, valid_encoded, device)
     weight_fn.prepare(run)
     # packing after prepare: it concatenates whatever prepare attached to the records (e.g. ref_ce)
     train = pack_records(run.train, cfg.data.max_len) if cfg.data.pack else run.train
@@ -128,10 +132,22 @@ def build_run(cfg: RunConfig, *, resume: bool = False) -> Run:
             n_train_records=len(train),
             n_valid_records=len(run.valid),
             n_params=model.n_params(),
+            **truncation_meta("train", train_cut, cfg.data.max_len),
+            **truncation_meta("valid", valid_cut, cfg.data.max_len),
             **run.meta,
         )
         data.tokenizer.save_pretrained(str(run_dir / "tokenizer"))
     return Run(cfg, data, trainer)
+
+
+def truncation_meta(split: str, cut: Truncation | None, max_len: int) -> dict[str, int | None]:
+    """meta.json fields of what data.max_len cut from a split (None: unknown, a token cache entry written
+    before counting); a warning when records were cut."""
+    if cut is not None and cut.n_truncated:
+        log.warning("%s: %d records truncated at data.max_len=%d (%d tokens dropped)",
+                    split, cut.n_truncated, max_len, cut.n_tokens_dropped)
+    return {f"n_{split}_truncated": None if cut is None else cut.n_truncated,
+            f"n_{split}_tokens_truncated": None if cut is None else cut.n_tokens_dropped}
 
 
 def train_run(cfg: RunConfig, *, resume: bool = False) -> Run:
