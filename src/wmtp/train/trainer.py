@@ -60,7 +60,9 @@ class Trainer:
         self.run_dir = run_dir
         run_dir.mkdir(parents=True, exist_ok=True)
         self.optimizer = build_optimizer(model, cfg.optim, extra_groups=weight_fn.param_groups(model))
-        self.metrics = MetricsLog(run_dir / "metrics.jsonl", enabled=self.is_main)
+        self.metrics = MetricsLog(
+            run_dir / "metrics.jsonl", enabled=self.is_main, tensorboard=run_dir / "tb" if cfg.train.tensorboard else None
+        )
         self.step = 0  # optimizer steps taken (of the main loop)
         self.epoch = 0
         self.position = 0  # records consumed in the current epoch's permutation
@@ -104,6 +106,7 @@ class Trainer:
         return self.step + self.weight_fn.pre_train_steps()[0]
 
     def save(self) -> Path:
+        self.metrics.flush()
         return self.dist.save_checkpoint(
             self.run_dir / "checkpoints",
             model=self.model,
@@ -173,10 +176,16 @@ class Trainer:
     def train(self) -> dict[str, Any]:
         """Run the weighting's pre-training stage (if any), then the main loop to train.max_steps; return the last
         validation row."""
-        tc = self.cfg.train
         self.model.train()
         if self.total_steps == 0:  # not on resume (even mid pre-training): its forward would consume dropout RNG
             check_head1_alignment(self.model, self.to_device(collate(self.train_data[:2], pad_id=self.pad_id)))
+        try:
+            return self._train_loop()
+        finally:
+            self.metrics.close()  # the TensorBoard writer and its thread, when train.tensorboard
+
+    def _train_loop(self) -> dict[str, Any]:
+        tc = self.cfg.train
         last_eval: dict[str, Any] = {}
         with self._progress() as progress:
             task = progress.add_task("train", total=self.weight_fn.pre_train_steps()[1] + tc.max_steps,
