@@ -3,6 +3,7 @@ per head; off by default (no tb/)."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
@@ -54,7 +55,9 @@ def assert_same_scalars(run_dir: Path, kinds: set[str]) -> None:
 def test_tensorboard_mirrors_metrics(tmp_path):
     run_dir = tmp_path / "run"
     cfg = make_cfg(run_dir, "train.tensorboard=true")
+    threads = set(threading.enumerate())
     make_trainer(cfg).train()
+    assert set(threading.enumerate()) == threads  # the writer's thread ended with training
     assert_same_scalars(run_dir, {"train", "eval"})
 
     acc = read_events(run_dir / "tb")
