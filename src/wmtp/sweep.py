@@ -9,24 +9,32 @@ Resumption: a run whose model/ exists and whose metrics reach train.max_steps is
 evaluation file that exists is not recomputed; a run killed midway continues from its latest checkpoint.
 Each run is trained and then evaluated: greedy pass@1 on the test split (eval/synthetic.json, sandboxed) and
 per-head CE / accuracy / error by reference-CE bin on the correct validation solutions (analysis/heads.json).
+
+Memory: the sweep prints one memory estimate, that of its run (base and reference included) with the largest
+estimated peak, before anything trains; the runs it launches do not print theirs (train_run(quiet_memory=True))
+but each still refuses to start when it does not fit (train.check_memory).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from wmtp.analysis.runs import HEADS_FILE
 from wmtp.config import ConfigError, RunConfig, apply_overrides, load_config, validate
 from wmtp.train.run_dir import read_metrics
 from wmtp.registry import method_class, weighting_class, weightings
+
+if TYPE_CHECKING:
+    from wmtp.train.memory import MemoryEstimate
 
 
 @dataclass(frozen=True)
@@ -190,7 +198,7 @@ def run_one(tree: dict[str, Any], *, evaluate: bool, reference_dir: str | None, 
     started = time.perf_counter()
     trained = not is_trained(cfg)
     if trained:
-        train_run(cfg, resume=True)
+        train_run(cfg, resume=True, quiet_memory=True)  # the sweep printed its largest estimate (sweep_memory)
     written = _evaluate(cfg, reference_dir) if evaluate else []
     return {"trained": trained, "evaluated": written, "seconds": time.perf_counter() - started, **_summary(cfg)}
 
@@ -273,6 +281,7 @@ def run_sweep(
     emit = on_event or (lambda *_: None)
     for data_cfg in {r.cfg.data.model_dump_json(): r.cfg.data for r in plan.runs}.values():
         prepare_data(data_cfg)  # once, before workers race to generate the same split
+    print_sweep_memory(plan)
     results: dict[str, dict[str, Any]] = {}
     # base and reference do not depend on each other: side by side, one thread each (threads beyond the free
     # cores spin against each other and can slow a step tenfold on a shared machine)
@@ -297,6 +306,29 @@ def run_sweep(
     ]
     _run_jobs(jobs, workers=workers, emit=emit, results=results)
     return results
+
+
+def sweep_memory(plan: SweepPlan) -> tuple[str, MemoryEstimate]:
+    """(name, estimate) of the plan's run with the largest estimated peak (models built on the meta device;
+    configs that differ only in what the estimate does not read are estimated once)."""
+    from wmtp.train.distributed import world_size_from_env
+    from wmtp.train.memory import estimate_memory, model_for_estimate
+
+    named = [(name, cfg) for name, cfg in (("base", plan.base), ("reference", plan.reference)) if cfg is not None]
+    named += [(r.name, r.cfg) for r in plan.runs]
+    estimates: dict[str, tuple[str, MemoryEstimate]] = {}
+    for name, cfg in named:
+        key = json.dumps([cfg.model.model_dump(mode="json"), cfg.train.model_dump(mode="json"),
+                          cfg.data.model_dump(mode="json"), cfg.distributed.model_dump(mode="json")])
+        if key not in estimates:
+            estimates[key] = (name, estimate_memory(model_for_estimate(cfg), cfg, world_size=world_size_from_env()))
+    return max(estimates.values(), key=lambda item: item[1].peak)
+
+
+def print_sweep_memory(plan: SweepPlan) -> None:
+    """The sweep's one memory estimate on stderr (its runs print none)."""
+    name, estimate = sweep_memory(plan)
+    print(f"largest of the sweep's {len(plan.runs)} runs: {name}\n{estimate.table()}", file=sys.stderr)
 
 
 def _run_jobs(jobs: list[Job], *, workers: int, emit: Callable, results: dict[str, dict[str, Any]]) -> None:

@@ -160,10 +160,13 @@ def model_for_estimate(cfg: RunConfig) -> MTPModel:
     return model
 
 
-def report_memory(model: MTPModel, cfg: RunConfig, *, world_size: int, device: torch.device) -> MemoryEstimate:
-    """Print the estimate (rank 0) and, with train.check_memory, refuse when it exceeds the device memory."""
+def report_memory(
+    model: MTPModel, cfg: RunConfig, *, world_size: int, device: torch.device, quiet: bool = False
+) -> MemoryEstimate:
+    """Print the estimate (rank 0; not when `quiet`) and, with train.check_memory, refuse when it exceeds the
+    device memory (quiet or not: a sweep's runs print nothing, since the sweep printed its largest estimate)."""
     estimate = estimate_memory(model, cfg, world_size=world_size)
-    if int(os.environ.get("RANK", "0")) == 0:
+    if not quiet and int(os.environ.get("RANK", "0")) == 0:
         print(estimate.table(), file=sys.stderr)
     if cfg.train.check_memory:
         gb = cfg.train.device_memory_gb

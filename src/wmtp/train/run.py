@@ -89,8 +89,9 @@ class Run:
     trainer: Trainer
 
 
-def build_run(cfg: RunConfig, *, resume: bool = False) -> Run:
-    """Prepare data and model, write config.yaml/meta.json, and restore the latest checkpoint if resuming."""
+def build_run(cfg: RunConfig, *, resume: bool = False, quiet_memory: bool = False) -> Run:
+    """Prepare data and model, write config.yaml/meta.json, and restore the latest checkpoint if resuming.
+    quiet_memory: check the memory estimate without printing it (runs of a sweep, which prints it once)."""
     run_dir = Path(cfg.run_dir)
     if not resume and (run_dir / "checkpoints").exists():
         raise RunExistsError(f"{run_dir} already holds a run; pass --resume to continue it or choose another run_dir")
@@ -104,7 +105,7 @@ def build_run(cfg: RunConfig, *, resume: bool = False) -> Run:
     weight_fn = build_weight_fn(cfg.weighting, seed=cfg.seed)
     weight_fn.attach(model)
     device = resolve_device(cfg.train.device)
-    report_memory(model, cfg, world_size=world_size_from_env(), device=device)
+    report_memory(model, cfg, world_size=world_size_from_env(), device=device, quiet=quiet_memory)
     (train_encoded, train_cut), (valid_encoded, valid_cut) = (
         encode_split_counted(cfg.data, data, data.train), encode_split_counted(cfg.data, data, data.valid))
     run = RunContext(cfg, data, train_encoded, valid_encoded, device)
@@ -150,9 +151,9 @@ def truncation_meta(split: str, cut: Truncation | None, max_len: int) -> dict[st
             f"n_{split}_tokens_truncated": None if cut is None else cut.n_tokens_dropped}
 
 
-def train_run(cfg: RunConfig, *, resume: bool = False) -> Run:
-    """Train to cfg.train.max_steps and save the final model into run_dir/model."""
-    run = build_run(cfg, resume=resume)
+def train_run(cfg: RunConfig, *, resume: bool = False, quiet_memory: bool = False) -> Run:
+    """Train to cfg.train.max_steps and save the final model into run_dir/model (quiet_memory: build_run's)."""
+    run = build_run(cfg, resume=resume, quiet_memory=quiet_memory)
     run.trainer.train()
     if cfg.model.lora.rank is not None:
         merge_lora(run.trainer.model)  # the final model is a plain MTPModel
