@@ -31,7 +31,7 @@ def test_parallel_encoding_equals_serial(data):
 def test_cache_round_trip_and_hit(data, tmp_path):
     records, tok = data
     h = tokenizer_hash(tok)
-    first = encode_cached(records, tok, 24, tokenizer_hash=h, cache_dir=tmp_path)
+    first = encode_cached(records, tok, 24, tokenizer_hash=h, cache_dir=tmp_path)[0]
     assert first == encode_records(records, tok, 24)
     entries = list((tmp_path / "tokens").iterdir())
     assert len(entries) == 1
@@ -40,7 +40,7 @@ def test_cache_round_trip_and_hit(data, tmp_path):
     save_encoded(entries[0].with_name("marked"), marked)
     (entries[0] / "encoded.npz").replace(entries[0] / "old.npz")
     (entries[0].with_name("marked") / "encoded.npz").replace(entries[0] / "encoded.npz")
-    assert encode_cached(records, tok, 24, tokenizer_hash=h, cache_dir=tmp_path) == marked
+    assert encode_cached(records, tok, 24, tokenizer_hash=h, cache_dir=tmp_path)[0] == marked
     assert load_encoded(entries[0]) == marked
 
 
@@ -54,6 +54,6 @@ def test_other_max_len_is_another_entry(data, tmp_path):
     records, tok = data
     h = tokenizer_hash(tok)
     encode_cached(records, tok, 24, tokenizer_hash=h, cache_dir=tmp_path)
-    longer = encode_cached(records, tok, 64, tokenizer_hash=h, cache_dir=tmp_path)
+    longer = encode_cached(records, tok, 64, tokenizer_hash=h, cache_dir=tmp_path)[0]
     assert longer == encode_records(records, tok, 64)
     assert len(list((tmp_path / "tokens").iterdir())) == 2

@@ -26,7 +26,7 @@ from wmtp.config import DataConfig, SyntheticDataConfig
 from wmtp.data.collate import EncodedRecord, Truncation
 from wmtp.data.records import DataError, Record, fingerprint, read_records, write_records
 from wmtp.data.synthetic import GENERATOR_VERSION, generate_splits
-from wmtp.data.token_cache import encode_cached_counted
+from wmtp.data.token_cache import encode_cached
 from wmtp.data.tokenizer import load_tokenizer, save_tokenizer, tokenizer_hash, train_tokenizer
 
 log = logging.getLogger(__name__)
@@ -144,7 +144,7 @@ def encode_split_counted(
     cfg: DataConfig, data: PreparedData, records: list[Record]
 ) -> tuple[list[EncodedRecord], Truncation | None]:
     """`encode_split` and what cfg.max_len cut from the split (None: a token cache entry that predates counting)."""
-    encoded, cut = encode_cached_counted(
+    encoded, cut = encode_cached(
         records, data.tokenizer, cfg.max_len, tokenizer_hash=data.tokenizer_hash, num_proc=cfg.num_proc,
         cache_dir=cfg.cache_dir if cfg.token_cache else None,
     )

@@ -80,24 +80,10 @@ def encode_cached(
     tokenizer_hash: str,
     cache_dir: str | Path | None,
     num_proc: int = 1,
-) -> list[EncodedRecord]:
-    """Encoded records from the cache when present, else encoded (in `num_proc` processes) and cached.
-    `cache_dir=None` disables the cache."""
-    return encode_cached_counted(records, tokenizer, max_len, tokenizer_hash=tokenizer_hash, cache_dir=cache_dir,
-                                 num_proc=num_proc)[0]
-
-
-def encode_cached_counted(
-    records: Sequence[Record],
-    tokenizer: PreTrainedTokenizerFast,
-    max_len: int,
-    *,
-    tokenizer_hash: str,
-    cache_dir: str | Path | None,
-    num_proc: int = 1,
 ) -> tuple[list[EncodedRecord], Truncation | None]:
-    """`encode_cached` and the Truncation of the records, stored in the cache entry (truncation.json) beside
-    encoded.npz; None for an entry written before it was counted."""
+    """Encoded records from the cache when present, else encoded (in `num_proc` processes) and cached
+    (`cache_dir=None` disables the cache); and their Truncation, stored in the cache entry (truncation.json) beside
+    encoded.npz (None for an entry written before it was counted)."""
     if cache_dir is None:
         return encode_parallel_counted(records, tokenizer, max_len, num_proc=num_proc)
     directory = Path(cache_dir) / "tokens" / cache_key(fingerprint(records), tokenizer_hash, max_len)
