@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING, Any
 
 from wmtp.analysis.runs import HEADS_FILE
 from wmtp.config import ConfigError, RunConfig, apply_overrides, load_config, validate
-from wmtp.train.run_dir import read_metrics
 from wmtp.registry import method_class, weighting_class, weightings
+from wmtp.train.run_dir import read_metrics
 
 if TYPE_CHECKING:
     from wmtp.train.memory import MemoryEstimate

@@ -25,7 +25,7 @@ def data():
 
 def test_parallel_encoding_equals_serial(data):
     records, tok = data
-    assert encode_parallel(records, tok, 24, num_proc=2) == encode_records(records, tok, 24)
+    assert encode_parallel(records, tok, 24, num_proc=2)[0] == encode_records(records, tok, 24)
 
 
 def test_cache_round_trip_and_hit(data, tmp_path):

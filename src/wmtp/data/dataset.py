@@ -135,15 +135,11 @@ def prepare_data(cfg: DataConfig) -> PreparedData:
     )
 
 
-def encode_split(cfg: DataConfig, data: PreparedData, records: list[Record]) -> list[EncodedRecord]:
-    """Tokenise one split (in cfg.num_proc processes; through the token cache when cfg.token_cache)."""
-    return encode_split_counted(cfg, data, records)[0]
-
-
-def encode_split_counted(
+def encode_split(
     cfg: DataConfig, data: PreparedData, records: list[Record]
 ) -> tuple[list[EncodedRecord], Truncation | None]:
-    """`encode_split` and what cfg.max_len cut from the split (None: a token cache entry that predates counting)."""
+    """Tokenise one split (in cfg.num_proc processes; through the token cache when cfg.token_cache): the encoded
+    records and what cfg.max_len cut from them (None: a token cache entry that predates counting)."""
     encoded, cut = encode_cached(
         records, data.tokenizer, cfg.max_len, tokenizer_hash=data.tokenizer_hash, num_proc=cfg.num_proc,
         cache_dir=cfg.cache_dir if cfg.token_cache else None,

@@ -87,7 +87,7 @@ def data_stats(cfg: DataConfig, out_dir: str | Path | None = None) -> tuple[dict
     out = Path(out_dir) if out_dir is not None else data_dir / "stats"
     lengths = {
         name: np.array([len(e.input_ids) for e in encode_parallel(records, tokenizer, UNTRUNCATED,
-                                                                   num_proc=cfg.num_proc)], dtype=np.int64)
+                                                                   num_proc=cfg.num_proc)[0]], dtype=np.int64)
         for name, records in splits.items()
     }
     stats = {

@@ -33,15 +33,9 @@ ENCODING_VERSION = 1  # bump when encode_records changes what it produces
 
 def encode_parallel(
     records: Sequence[Record], tokenizer: PreTrainedTokenizerFast, max_len: int, *, num_proc: int = 1
-) -> list[EncodedRecord]:
-    """`encode_records` over `num_proc` processes (contiguous chunks, order kept); identical output."""
-    return encode_parallel_counted(records, tokenizer, max_len, num_proc=num_proc)[0]
-
-
-def encode_parallel_counted(
-    records: Sequence[Record], tokenizer: PreTrainedTokenizerFast, max_len: int, *, num_proc: int = 1
 ) -> tuple[list[EncodedRecord], Truncation]:
-    """`encode_parallel` and the Truncation of all the records."""
+    """`encode_records_counted` over `num_proc` processes (contiguous chunks, order kept; identical output): the
+    encoded records and the Truncation of all of them."""
     if num_proc <= 1 or len(records) < 2 * num_proc:
         return encode_records_counted(records, tokenizer, max_len)
     size = -(-len(records) // num_proc)
@@ -85,14 +79,14 @@ def encode_cached(
     (`cache_dir=None` disables the cache); and their Truncation, stored in the cache entry (truncation.json) beside
     encoded.npz (None for an entry written before it was counted)."""
     if cache_dir is None:
-        return encode_parallel_counted(records, tokenizer, max_len, num_proc=num_proc)
+        return encode_parallel(records, tokenizer, max_len, num_proc=num_proc)
     directory = Path(cache_dir) / "tokens" / cache_key(fingerprint(records), tokenizer_hash, max_len)
     if (directory / "encoded.npz").is_file():
         log.info("tokenised records from %s", directory)
         counts = directory / TRUNCATION_FILE
         cut = Truncation(**json.loads(counts.read_text())) if counts.is_file() else None
         return load_encoded(directory), cut
-    encoded, cut = encode_parallel_counted(records, tokenizer, max_len, num_proc=num_proc)
+    encoded, cut = encode_parallel(records, tokenizer, max_len, num_proc=num_proc)
     save_encoded(directory, encoded, truncation=cut)
     return encoded, cut
 

@@ -12,19 +12,19 @@ import torch
 
 from wmtp.config import ConfigError, RunConfig
 from wmtp.data.collate import Truncation, pack_records
-from wmtp.data.dataset import PreparedData, encode_split_counted, prepare_data
+from wmtp.data.dataset import PreparedData, encode_split, prepare_data
 from wmtp.data.tokenizer import check_same_tokenizer, load_tokenizer
 from wmtp.model.checkpoints import load_model_dir
 from wmtp.model.lora import apply_lora, merge_lora
 from wmtp.model.meta_checkpoint import is_meta_checkpoint, load_meta_checkpoint
 from wmtp.model.mtp import MTPModel
+from wmtp.registry import build_weight_fn
 from wmtp.train.device import resolve_device
 from wmtp.train.distributed import world_size_from_env
 from wmtp.train.memory import report_memory
 from wmtp.train.run_dir import write_run_files
 from wmtp.train.trainer import Trainer
 from wmtp.weighting.base import RunContext
-from wmtp.registry import build_weight_fn
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ def build_run(cfg: RunConfig, *, resume: bool = False, quiet_memory: bool = Fals
     device = resolve_device(cfg.train.device)
     report_memory(model, cfg, world_size=world_size_from_env(), device=device, quiet=quiet_memory)
     (train_encoded, train_cut), (valid_encoded, valid_cut) = (
-        encode_split_counted(cfg.data, data, data.train), encode_split_counted(cfg.data, data, data.valid))
+        encode_split(cfg.data, data, data.train), encode_split(cfg.data, data, data.valid))
     run = RunContext(cfg, data, train_encoded, valid_encoded, device)
     weight_fn.prepare(run)
     # packing after prepare: it concatenates whatever prepare attached to the records (e.g. ref_ce)

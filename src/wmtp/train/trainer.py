@@ -14,7 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from wmtp.config import RunConfig, config_hash
 from wmtp.data.collate import EncodedRecord, collate
-from wmtp.model.mtp import MTPModel, TrunkContext
+from wmtp.model.mtp import MTPModel
 from wmtp.train.device import peak_memory_mb, resolve_device
 from wmtp.train.distributed import Distributed, apply_activation_checkpointing, init_distributed
 from wmtp.train.optim import build_optimizer, lr_at

@@ -13,8 +13,8 @@
 makes `weighting.name=mine weighting.mine.power=2` a valid run (docs/architecture.md).
 """
 
-from wmtp.weighting.base import NoOptions, RunContext, WeightFn
 from wmtp.registry import build_weight_fn, register_weighting, weighting_class, weightings
+from wmtp.weighting.base import NoOptions, RunContext, WeightFn
 
 __all__ = ["NoOptions", "RunContext", "WeightFn", "build_weight_fn", "register_weighting", "weighting_class",
            "weightings"]

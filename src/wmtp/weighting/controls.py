@@ -24,8 +24,8 @@ from torch import Tensor
 
 from wmtp.config import WeightingConfig
 from wmtp.model.mtp import MTPModel, TrunkContext
-from wmtp.weighting.base import RunContext, WeightFn
 from wmtp.registry import register_weighting, weighting_class
+from wmtp.weighting.base import RunContext, WeightFn
 
 CONTROL_MODES = ("shuffled", "random")
 

@@ -26,6 +26,7 @@ from torch import Tensor
 
 from wmtp.model.checkpoints import CheckpointError
 from wmtp.model.mtp import MTPModel, TrunkContext
+from wmtp.registry import register_weighting
 from wmtp.train.state import sha256_file
 from wmtp.weighting.base import NoOptions, RunContext, WeightFn
 from wmtp.weighting.critic_math import (
@@ -41,7 +42,6 @@ from wmtp.weighting.critic_math import (
     td_errors,
     terminal_rewards,
 )
-from wmtp.registry import register_weighting
 
 if TYPE_CHECKING:
     from wmtp.train.trainer import Trainer

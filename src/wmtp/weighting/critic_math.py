@@ -17,6 +17,7 @@ import torch
 from scipy.stats import mannwhitneyu
 from torch import Tensor
 
+
 def shift_right(x: Tensor) -> Tensor:
     """out[:, j] = x[:, j−1], 0 at j=0 (on the time axis, dim 1)."""
     out = torch.zeros_like(x)

@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from wmtp.config import ConfigError, RunConfig
 from wmtp.data.collate import EncodedRecord
 from wmtp.data.dataset import PreparedData, encode_split, prepare_data
+from wmtp.registry import method_class, weightings
 from wmtp.train.device import resolve_device
 from wmtp.weighting.ref_cache import CacheKey, attach_ref_ce, cache_dir, encoded_fingerprint, read_cache, write_cache
 from wmtp.weighting.reference import (
@@ -25,7 +26,6 @@ from wmtp.weighting.reference import (
     reference_tokenizer,
     resolve_reference,
 )
-from wmtp.registry import method_class, weightings
 
 
 def reference_settings(cfg: RunConfig) -> tuple[str, BaseModel]:
@@ -69,7 +69,7 @@ def reference_cache_key(
 def score_reference(cfg: RunConfig) -> tuple[Path, dict[str, list[int]]]:
     """`wmtp score-ref`: write (or complete) the reference-CE cache of cfg's train + valid records."""
     data = prepare_data(cfg.data)
-    records = encode_split(cfg.data, data, data.train) + encode_split(cfg.data, data, data.valid)
+    records = encode_split(cfg.data, data, data.train)[0] + encode_split(cfg.data, data, data.valid)[0]
     source = reference_source(cfg, data)
     directory, key = reference_cache_key(cfg, data, records, source)
     rcfg = reference_settings(cfg)[1]

@@ -32,9 +32,9 @@ from pydantic import Field
 from torch import Tensor
 
 from wmtp.config import ConfigError, RunConfig
+from wmtp.registry import register_weighting
 from wmtp.weighting.base import NoOptions, RunContext, WeightFn
 from wmtp.weighting.reference_scores import with_reference
-from wmtp.registry import register_weighting
 
 EXCESS_MODES = ("signed", "abs")
 TRANSFORMS = ("softmax_heads", "softmax_batch", "topk")

@@ -6,8 +6,8 @@ from typing import Any
 
 from torch import Tensor
 
-from wmtp.weighting.base import WeightFn
 from wmtp.registry import register_weighting
+from wmtp.weighting.base import WeightFn
 
 
 @register_weighting("uniform")

@@ -28,7 +28,6 @@ from wmtp.eval.generate import SamplingConfig, generate
 from wmtp.eval.passk import pass_at_k_table
 from wmtp.eval.sandbox import ExecResult, SandboxUnavailable, run_python
 
-
 # --- grading -----------------------------------------------------------------------------------------------
 
 

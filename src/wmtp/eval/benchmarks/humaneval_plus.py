@@ -44,9 +44,9 @@ from pathlib import Path
 from typing import Any
 
 from wmtp.data.records import DataError
+from wmtp.eval.benchmarks import humaneval
 from wmtp.eval.benchmarks.base import Benchmark, Check, Checks, Problem, SandboxSettings, load_with, single_run
 from wmtp.eval.benchmarks.harness import grade_problems
-from wmtp.eval.benchmarks import humaneval
 from wmtp.eval.benchmarks.humaneval import STOP
 from wmtp.eval.benchmarks.rows import read_rows, rows_from
 from wmtp.eval.sandbox import run_python

@@ -14,7 +14,6 @@ from importlib import import_module
 from typing import Any
 
 import wmtp.eval.benchmarks as package
-
 from wmtp.eval.benchmarks.base import Benchmark
 from wmtp.eval.benchmarks.harness import grade_problems
 
