@@ -60,8 +60,8 @@ class TensorBoardLog:
 
     Resume: event files are append-only (metrics.jsonl is truncated, they are not), so a resumed run writes its rows
     from the resumed step again into a new event file; a step the interrupted run had logged past its last checkpoint
-    then has two points, the later one (newer file) the resumed run's, which TensorBoard shows as the latest value
-    of that step (resume is exact, so both are normally equal).
+    then has two points, the later one (newer file) the resumed run's (resume is exact, so both are normally equal;
+    how a viewer picks between them is the viewer's).
     """
 
     def __init__(self, log_dir: Path):
