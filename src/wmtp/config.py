@@ -42,7 +42,8 @@ class SyntheticDataConfig(_Strict):
     """The embedded verifiable code task (see `wmtp.data.synthetic`)."""
 
     n_problems: int = Field(
-        480, ge=10, description="Number of generated problems (split by problem; the default gives 216 train, 48 valid and 216 test problems)."
+        480, ge=10, description="Number of generated problems (split by problem: by default 216 train, 48 valid and "
+        "216 test problems).",
     )
     n_correct: int = Field(2, ge=1, description="Correct solutions written per problem.")
     n_incorrect: int = Field(3, ge=0, description="Mutated (plausibly incorrect) solutions per problem.")
@@ -50,7 +51,7 @@ class SyntheticDataConfig(_Strict):
     valid_fraction: float = Field(0.1, gt=0, lt=0.5, description="Fraction of problems in the valid split.")
     test_fraction: float = Field(
         0.45, gt=0, lt=0.5,
-        description="Fraction of problems in the test split (0.45: a test split large enough for paired per-problem tests).",
+        description="Fraction of problems in the test split (0.45: enough test problems for paired per-problem tests).",
     )
 
 

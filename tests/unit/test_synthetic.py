@@ -9,7 +9,7 @@ from wmtp.data.synthetic import splits as synthetic_splits
 from wmtp.eval.benchmarks.base import run_to_end
 from wmtp.eval.sandbox import run_many
 
-SMALL = SyntheticDataConfig(n_problems=20)
+SMALL = SyntheticDataConfig(n_problems=20, test_fraction=0.1)
 
 
 @pytest.fixture(scope="module")
