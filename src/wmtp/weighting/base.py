@@ -18,7 +18,8 @@ below for every weighting and name none; each hook is a no-op unless overridden,
 Run order: from_config → attach(model) (extra modules; param_groups adds their optimizer groups) → prepare(run)
 (references, caches, statistics of the training data) → bind(trainer) → pre_train (a stage before the main loop) → per
 optimizer step begin_step(step), then per micro-batch forward(model, z, ctx) → weights(batch, valid, ce, outputs)
-→ aux_loss(batch, outputs) → stats(). Validation: eval_start / eval_batch / eval_result. Resume: state_dict.
+→ aux_loss(batch, outputs) → stats(). Validation: eval_start / eval_batch / eval_result, and validation_weights
+(weights without state changes). Resume: state_dict.
 The trainer normalises, clips and detaches the raw weights; invalid entries are 0.
 """
 
@@ -135,6 +136,13 @@ class WeightFn(ABC):
     ) -> Tensor:
         """Raw weights Float[B,T,H] (≥ 0; values at invalid entries are ignored). batch: collated (DESIGN §3);
         valid: Bool[B,T,H]; ce: detached Float[B,T,H] when needs_ce, else None; outputs: forward's, detached."""
+
+    def validation_weights(
+        self, batch: dict[str, Any], valid: Tensor, ce: Tensor | None, outputs: dict[str, Tensor]
+    ) -> Tensor:
+        """The raw weights `weights` gives a validation batch, changing no state (running statistics, RNG, step
+        counters): the trainer's localisation metrics read them. Override when `weights` updates state."""
+        return self.weights(batch, valid, ce, outputs)
 
     def aux_loss(
         self, batch: dict[str, Any], outputs: dict[str, Tensor], *, n_tokens: int

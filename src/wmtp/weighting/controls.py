@@ -92,6 +92,17 @@ class ControlWeight(WeightFn):
         draw = shuffled_weights if self.mode == "shuffled" else random_weights
         return draw(w, valid, g)
 
+    def validation_weights(
+        self, batch: dict[str, Any], valid: Tensor, ce: Tensor | None, outputs: dict[str, Tensor]
+    ) -> Tensor:
+        """The base's validation weights redrawn by a generator that is a function of the run seed and the batch's
+        record ids alone (training draws and counters untouched)."""
+        w = self.base.validation_weights(batch, valid, ce, outputs)
+        digest = hashlib.sha256("\0".join(map(str, batch["ids"])).encode()).digest()
+        g = control_generator(self.seed, -1, int.from_bytes(digest[:4], "little"))
+        draw = shuffled_weights if self.mode == "shuffled" else random_weights
+        return draw(w, valid, g)
+
     # ---- the base's hooks ---------------------------------------------------------------------------------
 
     def attach(self, model: MTPModel) -> None:
