@@ -10,6 +10,8 @@ import torch
 
 from wmtp.data.collate import EncodedRecord, collate
 from wmtp.model.loss import mtp_targets
+from wmtp.weighting.base import normalize_weights
+from wmtp.weighting.controls import control_generator, shuffled_weights
 from wmtp.weighting.rho1 import Rho1Config, Rho1Weight, rho1_weights
 
 
@@ -28,8 +30,8 @@ def oracle(ce, ref_ce, valid, *, excess, temperature, min_ce_diff, transform, to
         for b, t in itertools.product(range(B), range(T)):
             group = {e: v for e, v in cand.items() if e[:2] == (b, t)}
             z = sum(math.exp(v / temperature) for v in group.values())
-            for e, v in group.items():
-                w[e] = math.exp(v / temperature) / z
+            for e, v in group.items():  # scaled by the number of candidates at (b, t)
+                w[e] = len(group) * math.exp(v / temperature) / z
     elif transform == "softmax_batch":
         z = sum(math.exp(v / temperature) for v in cand.values())
         for e, v in cand.items():
@@ -89,8 +91,8 @@ def test_hand_example():
     kw = dict(excess="signed", temperature=1.0, min_ce_diff=0.0, topk_percent=60.0)
     e = math.e
     heads = rho1_weights(ce, ref_ce, valid, transform="softmax_heads", **kw)
-    z0, z1 = e**2 + e**-1, 1 + e**2
-    expected = [[e**2 / z0, e**-1 / z0], [1 / z1, e**2 / z1], [1.0, 0.0], [0.0, 0.0]]
+    z0, z1 = e**2 + e**-1, 1 + e**2  # two candidates at t=0 and t=1 (Σ_k w = 2), one at t=2
+    expected = [[2 * e**2 / z0, 2 * e**-1 / z0], [2 / z1, 2 * e**2 / z1], [1.0, 0.0], [0.0, 0.0]]
     torch.testing.assert_close(heads, torch.tensor([expected]))
     # min_ce_diff 0.6 drops excess 0 (t=1,k=1) and 0.5 (t=2): weight exactly 0, not exp(0)/Z
     dropped = rho1_weights(ce, ref_ce, valid, transform="softmax_heads", **{**kw, "min_ce_diff": 0.6})
@@ -105,6 +107,62 @@ def test_hand_example():
     assert batch[valid].mean().item() == pytest.approx(1.0)
     z = 2 * e**2 + e**-1 + 1 + e**0.5
     assert batch[0, 0, 0].item() == pytest.approx(5 * e**2 / z)
+
+
+def equal_excess_inputs(H=4, T=10, B=2):
+    """Every valid entry has excess 1.5 (ce 2, ref_ce 0.5); the last completion positions have H, H−1, …, 1 valid
+    heads (t + k runs past the record), and row 1 is shorter (padded)."""
+    attention_mask = torch.ones(B, T, dtype=torch.bool)
+    attention_mask[1, T - 3 :] = False
+    loss_mask = attention_mask.clone()
+    loss_mask[:, :2] = False  # a two-token prompt
+    valid = mtp_targets(torch.zeros(B, T, dtype=torch.long), loss_mask, attention_mask, H)[1]
+    ce = torch.where(valid, 2.0, 0.0)
+    return ce, torch.full((B, T), 0.5), valid
+
+
+@pytest.mark.parametrize("excess", ["signed", "abs"])
+@pytest.mark.parametrize("transform", ["softmax_heads", "softmax_batch", "topk"])
+@pytest.mark.parametrize("temperature", [0.5, 1.0, 2.0])
+def test_equal_excess_gives_uniform_weights_after_mean_normalisation(excess, transform, temperature):
+    H = 4
+    ce, ref_ce, valid = equal_excess_inputs(H)
+    counts = valid.sum(-1)[valid.any(-1)]
+    assert set(counts.tolist()) == set(range(1, H + 1))  # positions with 1, 2, …, H valid heads
+    raw = rho1_weights(ce, ref_ce, valid, excess=excess, temperature=temperature, min_ce_diff=0.0,
+                       transform=transform, topk_percent=100.0)
+    w = normalize_weights(raw, valid, mode="mean")
+    assert torch.all(w[valid] == 1.0) and torch.all(w[~valid] == 0)
+
+
+def test_equal_excess_with_min_ce_diff_zeros_keeps_the_candidates_equal():
+    """Entries below min_ce_diff get 0 and do not pass their share to the other heads of their position: after
+    `mean` normalisation every candidate has the same weight, n_valid / n_candidates."""
+    ce, ref_ce, valid = equal_excess_inputs(4)
+    candidates = valid.clone()
+    candidates[..., 1] = False  # head 2 has excess 0 (ce = ref_ce) everywhere, below min_ce_diff
+    candidates[0, 3, 2:] = False  # and at one position heads 3 and 4 too: one candidate left there
+    ce = torch.where(valid & ~candidates, 0.5, ce)  # excess 0 there, 1.5 on the candidates
+    for transform in ("softmax_heads", "softmax_batch", "topk"):
+        raw = rho1_weights(ce, ref_ce, valid, excess="abs", temperature=1.0, min_ce_diff=0.1,
+                           transform=transform, topk_percent=100.0)
+        assert torch.all(raw[valid & ~candidates] == 0), transform
+        w = normalize_weights(raw, valid, mode="mean")
+        n_valid, n_cand = int(valid.sum()), int(candidates.sum())
+        torch.testing.assert_close(w[candidates], torch.full((n_cand,), n_valid / n_cand))
+    heads = rho1_weights(ce, ref_ce, valid, excess="abs", temperature=1.0, min_ce_diff=0.1,
+                         transform="softmax_heads", topk_percent=100.0)
+    torch.testing.assert_close(heads.sum(-1), candidates.sum(-1).float())  # Σ_k w[t,k] = candidates at t
+
+
+def test_shuffled_control_of_equal_excess_is_uniform_too():
+    """With no signal (equal excess) rho1's weights carry no head-count pattern: shuffling them changes nothing."""
+    ce, ref_ce, valid = equal_excess_inputs()
+    raw = rho1_weights(ce, ref_ce, valid, excess="abs", temperature=1.0, min_ce_diff=0.0,
+                       transform="softmax_heads", topk_percent=100.0)
+    shuffled = shuffled_weights(raw, valid, control_generator(0, 0, 0))
+    w = normalize_weights(shuffled, valid, mode="mean")
+    assert torch.equal(w, normalize_weights(raw, valid, mode="mean")) and torch.all(w[valid] == 1.0)
 
 
 def test_topk_ties_are_broken_by_index_and_count_rounds_half_to_even():

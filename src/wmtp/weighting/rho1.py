@@ -9,15 +9,23 @@ CE of that same token is ref_ce[t+k] (ref_ce[j]: reference CE of token j given x
 An entry is a *candidate* when it is valid and |excess| ≥ min_ce_diff. Entries that are not candidates get
 weight exactly 0 under every transform: they are left out of the transform as if absent (out of the softmax:
 weight 0, not exp(0)/Z; never selected by top-k), and each transform keeps its defining normalisation over the
-candidates (Σ_k w = 1 at each t; mean 1 over the valid entries; round(p/100·n_valid) ones while there are
-enough candidates). Transforms, over candidates only:
+candidates (Σ_k w = n_cand(t) at each t; mean 1 over the valid entries; round(p/100·n_valid) ones while there
+are enough candidates). Transforms, over candidates only:
 
-    softmax_heads   w[t,k] = exp(excess[t,k]/T) / Σ_{k' candidate at t} exp(excess[t,k']/T)   (Σ_k w = 1)
+    softmax_heads   w[t,k] = n_cand(t) · exp(excess[t,k]/T) / Σ_{k' candidate at t} exp(excess[t,k']/T)
+                    (n_cand(t): candidates at t, so Σ_k w[t,k] = n_cand(t))
     softmax_batch   w = n_valid · softmax over all candidates of the batch of excess/T       (mean 1 over valid)
     topk            w = 1 for the n = round(topk_percent / 100 · n_valid) candidates with the largest excess
                     (at most all candidates; n_valid counts every valid entry, candidates or not), else 0.
                     Ties are broken by flat index (b, t, k) order: the earlier entry wins. `round` is
                     Python's (half to even).
+
+Equal excess everywhere gives equal weights (1 on every candidate, 0 elsewhere) under every transform, so
+after the trainer's `normalize=mean` every candidate weighs the same. softmax_heads is scaled by n_cand(t) for
+this: a plain per-position softmax (Σ_k w = 1) would give the last completion positions, which have fewer valid
+heads (t + k runs past the record), up to H× more weight per entry after `mean` normalisation, a head-count
+pattern the `shuffled` control would then scramble too. An entry dropped by min_ce_diff does not pass its share
+to the other heads of its position.
 
 The trainer then normalises (DESIGN §6). The batch is the micro-batch the WeightFn sees.
 """
@@ -111,7 +119,7 @@ def rho1_weights(
     x = excess_loss(ce, ref_ce, excess=excess)
     candidates = valid & (x.abs() >= min_ce_diff)  # NaN excess (a diverged step) is never a candidate
     if transform == "softmax_heads":
-        w = _masked_softmax(x / temperature, candidates, dim=-1)
+        w = _masked_softmax(x / temperature, candidates, dim=-1) * candidates.sum(dim=-1, keepdim=True)
     elif transform == "softmax_batch":
         w = _masked_softmax(x / temperature, candidates, dim=(0, 1, 2)) * valid.sum()
     else:
@@ -141,8 +149,9 @@ class Rho1Config(NoOptions):
     )
     transform: Literal["softmax_heads", "softmax_batch", "topk"] = Field(
         "softmax_heads",
-        description="softmax_heads: softmax of excess/T over the valid heads at each t; softmax_batch: softmax "
-        "over all valid entries of the batch, rescaled to mean 1; topk: 1 for the top topk_percent, else 0.",
+        description="softmax_heads: softmax of excess/T over the candidate heads at each t times their count "
+        "(equal excess → weight 1 everywhere); softmax_batch: softmax over all valid entries of the batch, "
+        "rescaled to mean 1; topk: 1 for the top topk_percent, else 0.",
     )
     temperature: float = Field(1.0, gt=0, description="Softmax temperature T (softmax transforms only).")
     min_ce_diff: float = Field(
