@@ -13,7 +13,7 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 
 class DataError(ValueError):
@@ -21,7 +21,14 @@ class DataError(ValueError):
 
 
 class Record(BaseModel):
-    """One (problem, solution) pair; `prompt + completion` is the text a model sees."""
+    """One (problem, solution) pair; `prompt + completion` is the text a model sees.
+
+    `decisive_spans`: ground truth of which characters of `completion` decide its correctness, as `[start, end)`
+    character offsets (sorted, disjoint; `start == end` marks the point where text was deleted). None: not
+    annotated (CodeContests, user data, `wmtp label` output); []: annotated, no decisive region. The embedded
+    task fills it (`wmtp.data.synthetic.spans`). Records without it are written without the key, so their files
+    and fingerprints do not change.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -34,10 +41,26 @@ class Record(BaseModel):
     difficulty: str | None = None
     tests: list[str] | None = None
     entry_point: str | None = None
+    decisive_spans: list[tuple[int, int]] | None = None
+
+    @model_validator(mode="after")
+    def _spans_within_completion(self) -> Record:
+        previous_end = 0
+        for start, end in self.decisive_spans or []:
+            if not previous_end <= start <= end <= len(self.completion):
+                raise ValueError(f"decisive_spans must be sorted, disjoint [start, end) offsets within the "
+                                 f"{len(self.completion)}-character completion; got {self.decisive_spans}")
+            previous_end = end
+        return self
+
+
+def _row(record: Record) -> dict:
+    """The record as a JSON object; `decisive_spans` only when annotated."""
+    return record.model_dump(mode="json", exclude={"decisive_spans"} if record.decisive_spans is None else None)
 
 
 def _canonical(record: Record) -> str:
-    return json.dumps(record.model_dump(mode="json"), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return json.dumps(_row(record), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 
 
 def read_records(path: str | Path) -> list[Record]:
@@ -73,7 +96,7 @@ def write_records(path: str | Path, records: Iterable[Record]) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             for record in records:
-                f.write(json.dumps(record.model_dump(mode="json"), ensure_ascii=False) + "\n")
+                f.write(json.dumps(_row(record), ensure_ascii=False) + "\n")
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

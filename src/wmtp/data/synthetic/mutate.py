@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ast
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from wmtp.data.synthetic.spec import Spec
@@ -224,15 +224,16 @@ def _branch_edits(src: _Source, node: ast.If, add: Callable[[str, tuple[int, int
         add("missing_case", whole, dedented(first_else.lineno, node.orelse[-1].end_lineno))
 
 
-def mutants(spec: Spec, n: int, rng: random.Random) -> list[str]:
-    """Up to n distinct mutants of the spec's bodies: pick a body, then a mutation kind, then a site."""
+def mutants(spec: Spec, bodies: Sequence[str], n: int, rng: random.Random) -> list[tuple[str, str]]:
+    """Up to n distinct mutants of `bodies` (some of the spec's correct bodies), each with the body it was made
+    from: (mutant, source) pairs. Pick a body, then a mutation kind, then a site."""
     params = [p.split(":")[0].strip() for p in spec.params.split(",")]
     seen = {_ast_key(body) for body in spec.bodies}
-    out: list[str] = []
+    out: list[tuple[str, str]] = []
     for _ in range(20 * n):
         if len(out) == n:
             break
-        body = rng.choice(spec.bodies)
+        body = rng.choice(bodies)
         edits = _edits(body, params)
         if not edits:
             continue
@@ -246,7 +247,7 @@ def mutants(spec: Spec, n: int, rng: random.Random) -> list[str]:
         key = _ast_key(mutant)
         if key not in seen:  # a mutant equal to a correct body or to another mutant is no new completion
             seen.add(key)
-            out.append(mutant)
+            out.append((mutant, body))
     return out
 
 

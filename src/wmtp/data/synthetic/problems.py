@@ -15,7 +15,7 @@ from wmtp.data.synthetic.spec import Spec, Template, as_completion
 from wmtp.data.synthetic.templates import FAMILIES, TEMPLATES
 
 # Bump when templates or mutations change: the data cache key includes it, so stale data is never reused.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: mutants only of the problem's own correct bodies; decisive_spans
 
 _MAX_ATTEMPTS = 200  # resamples of a template before a family is declared exhausted
 
@@ -23,7 +23,11 @@ _MAX_ATTEMPTS = 200  # resamples of a template before a family is declared exhau
 @dataclass(frozen=True)
 class Problem:
     """One generated problem. `correct` / `incorrect` are completions (indented bodies ending in a newline) as
-    written: correct variants and mutants. Their labels are decided later by running the tests."""
+    written: correct variants and mutants. Their labels are decided later by running the tests.
+
+    `sources[i]` is the completion of `correct` that `incorrect[i]` was mutated from (None: provenance unknown,
+    as in a hand-built problem; its records then get no `decisive_spans`).
+    """
 
     problem_id: str
     family: str
@@ -33,6 +37,13 @@ class Problem:
     tests: list[str]
     correct: list[str]
     incorrect: list[str]
+    sources: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        if self.sources is not None and (len(self.sources) != len(self.incorrect)
+                                         or not set(self.sources) <= set(self.correct)):
+            raise ValueError(f"problem {self.problem_id}: sources must name, for each incorrect completion, the "
+                             "correct completion it was mutated from")
 
 
 def _expected(spec: Spec, inputs: list[tuple[Any, ...]]) -> list[Any]:
@@ -71,6 +82,7 @@ def _problem(index: int, template: Template, spec: Spec, cfg: SyntheticDataConfi
     # Solutions draw from their own RNG so that changing n_correct/n_incorrect leaves the problems unchanged.
     rng = random.Random(f"{cfg.seed}:{index}:solutions")
     correct = rng.sample(spec.bodies, min(cfg.n_correct, len(spec.bodies)))
+    pairs = mutants(spec, correct, cfg.n_incorrect, rng)
     return Problem(
         problem_id=f"{template.name}-{index:04d}",
         family=template.family,
@@ -79,7 +91,8 @@ def _problem(index: int, template: Template, spec: Spec, cfg: SyntheticDataConfi
         entry_point=spec.name,
         tests=tests,
         correct=[as_completion(b) for b in correct],
-        incorrect=[as_completion(b) for b in mutants(spec, cfg.n_incorrect, rng)],
+        incorrect=[as_completion(mutant) for mutant, _ in pairs],
+        sources=[as_completion(source) for _, source in pairs],
     )
 
 

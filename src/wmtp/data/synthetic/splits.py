@@ -9,6 +9,7 @@ from wmtp.config import SyntheticDataConfig
 from wmtp.data.records import Record
 from wmtp.data.synthetic.problems import Problem, generate_problems
 from wmtp.data.synthetic.program import check_program
+from wmtp.data.synthetic.spans import Span, diff_spans, merge_spans
 from wmtp.eval.sandbox import run_many
 
 # Generous: the programs are tiny, and a correct solution timing out on a loaded machine would change a label.
@@ -30,16 +31,44 @@ def _label(problems: list[Problem], *, timeout_s: float = _LABEL_TIMEOUT_S) -> l
     jobs = [(p, text) for p in problems for text in p.correct + p.incorrect]
     results = run_many([label_program(p, text) for p, text in jobs], timeout_s=timeout_s,
                        memory_mb=_LABEL_MEMORY_MB, workers=_LABEL_WORKERS)
+    passed = iter(r.ok for r in results)
     records, counters = [], {}
-    for (p, text), ok in zip(jobs, (r.ok for r in results)):
-        tag = "c" if ok else "i"
-        n = counters.get((p.problem_id, tag), 0)
-        counters[(p.problem_id, tag)] = n + 1
-        records.append(Record(
-            id=f"{p.problem_id}/{tag}{n}", problem_id=p.problem_id, prompt=p.prompt, completion=text,
-            is_correct=ok, source="synthetic", difficulty=p.difficulty, tests=p.tests, entry_point=p.entry_point,
-        ))
+    for p in problems:
+        texts = p.correct + p.incorrect
+        labels = [next(passed) for _ in texts]
+        for text, ok, spans in zip(texts, labels, _decisive_spans(p, labels)):
+            tag = "c" if ok else "i"
+            n = counters.get((p.problem_id, tag), 0)
+            counters[(p.problem_id, tag)] = n + 1
+            records.append(Record(
+                id=f"{p.problem_id}/{tag}{n}", problem_id=p.problem_id, prompt=p.prompt, completion=text,
+                is_correct=ok, source="synthetic", difficulty=p.difficulty, tests=p.tests, entry_point=p.entry_point,
+                decisive_spans=spans,
+            ))
     return records
+
+
+def _decisive_spans(problem: Problem, labels: list[bool]) -> list[list[Span] | None]:
+    """The decisive spans of each completion of the problem (`correct + incorrect`, labelled `labels`).
+
+    A mutant labelled incorrect: where it differs from its source (mutant side). A correct completion: the
+    source-side regions its incorrect-labelled mutants changed, merged ([] when none). A mutant labelled correct
+    (an equivalent mutant): [], since no change there breaks it, and it has no mutants of its own. A written
+    correct completion that fails, and every completion of a problem without `sources`: None (not annotated).
+    """
+    if problem.sources is None:
+        return [None] * len(labels)
+    n_correct = len(problem.correct)
+    changed: list[list[Span]] = [[] for _ in problem.correct]
+    out: list[list[Span] | None] = []
+    for mutant, source, ok in zip(problem.incorrect, problem.sources, labels[n_correct:]):
+        if ok:
+            out.append([])
+            continue
+        source_side, mutant_side = diff_spans(source, mutant)
+        out.append(merge_spans(mutant_side))
+        changed[problem.correct.index(source)] += source_side
+    return [merge_spans(spans) if ok else None for spans, ok in zip(changed, labels)] + out
 
 
 def _split_sizes(n_problems: int, cfg: SyntheticDataConfig) -> tuple[int, int, int]:
