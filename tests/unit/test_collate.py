@@ -31,7 +31,8 @@ def test_collate_right_padding_by_hand():
     ]
     assert batch["is_correct"].dtype == torch.float32 and batch["is_correct"].tolist() == [1.0, 0.0]
     assert batch["ids"] == ["a", "b"]
-    assert set(batch) == {"input_ids", "attention_mask", "loss_mask", "is_correct", "ids"}
+    assert set(batch) == {"input_ids", "attention_mask", "loss_mask", "is_correct", "ids", "decisive", "has_spans"}
+    assert not batch["decisive"].any() and batch["has_spans"].tolist() == [False, False]  # records without spans
 
 
 def test_collate_left_padding_by_hand():

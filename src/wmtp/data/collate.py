@@ -7,6 +7,12 @@ Loss targets are the completion tokens and the eos; never bos, prompt or padding
 Packing (`pack_records`) concatenates several encoded records into one row of at most `max_len` tokens; the
 batch then carries `segment_ids`, with which no attention (`MTPModel.trunk_forward`) and no MTP target
 (`mtp_targets`) crosses a record boundary, and positions restart in every record.
+
+Decisive tokens (the ground truth of `Record.decisive_spans`): completion token i, covering characters [a, b)
+of the completion (the tokenizer's offsets), is decisive iff it overlaps a span [s, e) (a < e and s < b); a
+zero-width span [p, p) marks the first token ending after p (the one holding character p), or the eos when
+p == len(completion) (text was deleted at the very end: ending there is the mistake). Truncation cuts the mask
+with the tokens, so a span beyond max_len marks nothing.
 """
 
 from __future__ import annotations
@@ -31,6 +37,9 @@ class EncodedRecord:
     `ref_ce` (optional, len(input_ids) floats): a reference model's CE of token j given input_ids[:j]; 0 at j=0.
     `segments` (packed rows only): (length, n_prompt) of each record packed into this row, in order; then
     `id` joins the records' ids with "+" and `is_correct` is true iff every packed record is correct.
+    `decisive` (len(input_ids) bools, or None when the record has no `decisive_spans`): True at decisive
+    completion tokens and eos (module docstring), False on bos and prompt; a packed row has it iff every packed
+    record has.
     """
 
     id: str
@@ -39,6 +48,7 @@ class EncodedRecord:
     is_correct: bool
     ref_ce: list[float] | None = None
     segments: list[tuple[int, int]] | None = None
+    decisive: list[bool] | None = None
 
 
 @dataclass
@@ -77,15 +87,19 @@ def encode_records_counted(
     bos = [] if tokenizer.bos_token_id is None else [tokenizer.bos_token_id]
     # Batch calls run in the Rust backend; special tokens are added here, never by the tokenizer.
     prompts = tokenizer([r.prompt for r in records], add_special_tokens=False)["input_ids"]
-    completions = tokenizer([r.completion for r in records], add_special_tokens=False)["input_ids"]
+    encoded = tokenizer([r.completion for r in records], add_special_tokens=False, return_offsets_mapping=True)
     out = []
     cut = Truncation()
-    for record, prompt, completion in zip(records, prompts, completions):
+    for record, prompt, completion, offsets in zip(records, prompts, encoded["input_ids"], encoded["offset_mapping"]):
         n_prompt = len(bos) + len(prompt)
         full = bos + prompt + completion + [tokenizer.eos_token_id]
         ids = full[:max_len]
         if len(ids) > n_prompt:
-            out.append(EncodedRecord(record.id, ids, n_prompt, record.is_correct))
+            decisive = None
+            if record.decisive_spans is not None:
+                marks = decisive_tokens(offsets, record.decisive_spans, len(record.completion))
+                decisive = ([False] * n_prompt + marks)[:max_len]
+            out.append(EncodedRecord(record.id, ids, n_prompt, record.is_correct, decisive=decisive))
             if len(full) > max_len:
                 cut.n_truncated += 1
                 cut.n_tokens_dropped += len(full) - max_len
@@ -97,6 +111,22 @@ def encode_records_counted(
             len(records) - len(out), len(records), max_len,
         )
     return out, cut
+
+
+def decisive_tokens(offsets: Sequence[tuple[int, int]], spans: Sequence[tuple[int, int]], length: int) -> list[bool]:
+    """Which of a completion's tokens (character ranges `offsets`), then its eos, are decisive (module
+    docstring): len(offsets) + 1 bools. `length` is the completion's length in characters."""
+    marks = [False] * (len(offsets) + 1)
+    for start, end in spans:
+        if end > start:
+            for i, (a, b) in enumerate(offsets):
+                if a < end and start < b:
+                    marks[i] = True
+        else:
+            if start > length:
+                raise ValueError(f"decisive span {(start, end)} beyond the {length}-character completion")
+            marks[next((i for i, (_, b) in enumerate(offsets) if b > start), len(offsets))] = True
+    return marks
 
 
 def pack_records(records: Sequence[EncodedRecord], max_len: int) -> list[EncodedRecord]:
@@ -131,6 +161,7 @@ def _packed_row(parts: Sequence[EncodedRecord]) -> EncodedRecord:
     has_ref = [p.ref_ce is not None for p in parts]
     if any(has_ref) and not all(has_ref):
         raise ValueError("cannot pack records with and without ref_ce together")
+    annotated = all(p.decisive is not None for p in parts)
     return EncodedRecord(
         id="+".join(p.id for p in parts),
         input_ids=[t for p in parts for t in p.input_ids],
@@ -138,6 +169,7 @@ def _packed_row(parts: Sequence[EncodedRecord]) -> EncodedRecord:
         is_correct=all(p.is_correct for p in parts),
         ref_ce=[v for p in parts for v in p.ref_ce] if all(has_ref) else None,
         segments=[(len(p.input_ids), p.n_prompt) for p in parts],
+        decisive=[d for p in parts for d in p.decisive] if annotated else None,
     )
 
 
@@ -149,6 +181,10 @@ def collate(examples: Sequence[EncodedRecord], *, pad_id: int, padding_side: str
     (ref_ce[b,j] sits on token j like input_ids; 0 at padding). Records with and without ref_ce do not mix.
     When a row is packed (`pack_records`), also `segment_ids` Long[B,T]: 0, 1, … per record of the row, -1 at
     padding; loss_mask then covers each record's completion.
+    Always `decisive` Bool[B,T] (True at token j of input_ids iff token j is a decisive target: a completion
+    token or eos of an annotated record, see the module docstring; False on bos, prompt and padding) and
+    `has_spans` Bool[B] (row b's record carries decisive_spans; a packed row iff every record packed in it does;
+    decisive is all False in a row without).
     """
     if padding_side not in ("right", "left"):
         raise ValueError(f"padding_side must be 'right' or 'left', got {padding_side!r}")
@@ -163,6 +199,7 @@ def collate(examples: Sequence[EncodedRecord], *, pad_id: int, padding_side: str
     input_ids = torch.full((B, T), pad_id, dtype=torch.long)
     attention_mask = torch.zeros(B, T, dtype=torch.bool)
     loss_mask = torch.zeros(B, T, dtype=torch.bool)
+    decisive = torch.zeros(B, T, dtype=torch.bool)
     packed = any(e.segments is not None for e in examples)
     segment_ids = torch.full((B, T), -1, dtype=torch.long) if packed else None
     for b, e in enumerate(examples):
@@ -183,12 +220,18 @@ def collate(examples: Sequence[EncodedRecord], *, pad_id: int, padding_side: str
             if len(e.ref_ce) != n:
                 raise ValueError(f"record {e.id!r}: {len(e.ref_ce)} ref_ce values for {n} tokens")
             ref_ce[b, start:start + n] = torch.tensor(e.ref_ce, dtype=torch.float32)
+        if e.decisive is not None:
+            if len(e.decisive) != n:
+                raise ValueError(f"record {e.id!r}: {len(e.decisive)} decisive marks for {n} tokens")
+            decisive[b, start:start + n] = torch.tensor(e.decisive, dtype=torch.bool)
     batch = {
         "input_ids": input_ids,
         "attention_mask": attention_mask,
         "loss_mask": loss_mask,
         "is_correct": torch.tensor([float(e.is_correct) for e in examples], dtype=torch.float32),
         "ids": [e.id for e in examples],
+        "decisive": decisive & loss_mask,
+        "has_spans": torch.tensor([e.decisive is not None for e in examples], dtype=torch.bool),
     }
     if ref_ce is not None:
         batch["ref_ce"] = ref_ce

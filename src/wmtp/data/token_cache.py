@@ -28,7 +28,7 @@ from wmtp.data.records import Record, fingerprint
 
 log = logging.getLogger(__name__)
 
-ENCODING_VERSION = 1  # bump when encode_records changes what it produces
+ENCODING_VERSION = 2  # bump when encode_records changes what it produces (2: the decisive-token mask)
 
 
 def encode_parallel(
@@ -105,6 +105,9 @@ def save_encoded(directory: Path, encoded: Sequence[EncodedRecord], *, truncatio
         "n_prompt": np.array([e.n_prompt for e in encoded], dtype=np.int64),
         "is_correct": np.array([e.is_correct for e in encoded], dtype=bool),
         "ids": np.array(json.dumps([e.id for e in encoded])),
+        # one mark per token (False for records without spans), and which records carry spans
+        "decisive": np.array([d for e in encoded for d in (e.decisive or [False] * len(e.input_ids))], dtype=bool),
+        "annotated": np.array([e.decisive is not None for e in encoded], dtype=bool),
     }
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
@@ -122,7 +125,9 @@ def load_encoded(directory: Path) -> list[EncodedRecord]:
         ids, offsets = f["input_ids"].tolist(), f["offsets"].tolist()
         n_prompt, is_correct = f["n_prompt"].tolist(), f["is_correct"].tolist()
         names = json.loads(str(f["ids"]))
+        decisive, annotated = f["decisive"].tolist(), f["annotated"].tolist()
     return [
-        EncodedRecord(names[i], ids[offsets[i] : offsets[i + 1]], n_prompt[i], is_correct[i])
+        EncodedRecord(names[i], ids[offsets[i] : offsets[i + 1]], n_prompt[i], is_correct[i],
+                      decisive=decisive[offsets[i] : offsets[i + 1]] if annotated[i] else None)
         for i in range(len(names))
     ]

@@ -100,7 +100,7 @@ def generate_problems(cfg: SyntheticDataConfig) -> list[Problem]:
     """`cfg.n_problems` distinct problems; families rotate (problem i is of family i mod 5), templates are random.
 
     At most `cfg.n_correct` correct variants per problem (templates have 3–4) and up to `cfg.n_incorrect`
-    distinct mutants (fewer only if a body admits no more).
+    distinct mutants of those variants (fewer only if they admit no more).
     """
     by_family = {f: [t for t in TEMPLATES if t.family == f] for f in FAMILIES}
     problems, seen = [], set()
