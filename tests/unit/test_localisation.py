@@ -83,11 +83,11 @@ def expected(weights, valid, decisive, has_spans, is_correct):
 
 def assert_close(got: dict, want: dict):
     assert got.keys() == want.keys()
-    for key in want:
-        if math.isnan(want[key]):
+    for key, value in want.items():
+        if math.isnan(value):
             assert math.isnan(got[key]), key
         else:
-            assert got[key] == pytest.approx(want[key], rel=1e-9, abs=1e-12), key
+            assert got[key] == pytest.approx(value, rel=1e-9, abs=1e-12), key
 
 
 @pytest.mark.parametrize("ties", [False, True])

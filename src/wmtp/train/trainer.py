@@ -21,7 +21,8 @@ from wmtp.train.optim import build_optimizer, lr_at
 from wmtp.train.run_dir import MetricsLog
 from wmtp.train.state import latest_checkpoint
 from wmtp.train.step import batch_targets, check_head1_alignment, forward_backward, heads_ce, raw_step_weights
-from wmtp.weighting.base import WeightFn, weight_histogram, weight_stats
+from wmtp.weighting.base import WeightFn, normalize_weights, weight_histogram, weight_stats
+from wmtp.weighting.localisation import EosShare, LocalisationAccumulator, defined
 
 
 class TrainingDiverged(RuntimeError):
@@ -237,6 +238,7 @@ class Trainer:
         loss, ce_sum, count, step_tokens = 0.0, torch.zeros(H), torch.zeros(H), 0
         aux: dict[str, float] = {}
         weights, valids = [], []
+        eos = EosShare()
         for batch, raw in zip(micro, raws):
             out = forward_backward(
                 self.model,
@@ -255,6 +257,7 @@ class Trainer:
                 aux[name] = aux.get(name, 0.0) + value
             ce_sum += out.ce.sum(dim=(0, 1)).cpu()
             count += out.valid.sum(dim=(0, 1)).cpu()
+            eos.add(out.weights, out.valid, batch["loss_mask"], batch.get("segment_ids"))
             weights.append(out.weights.flatten(0, 1).cpu())
             valids.append(out.valid.flatten(0, 1).cpu())
             step_tokens += int(batch["attention_mask"].sum())
@@ -264,6 +267,7 @@ class Trainer:
         loss, step_tokens, *aux_totals = self.dist.sum(loss, step_tokens, *aux.values())
         aux = dict(zip(aux, aux_totals))
         ce_sum, count = self.dist.sum_tensor(ce_sum), self.dist.sum_tensor(count)
+        eos = EosShare(*self.dist.sum(*eos.totals()))
         self.tokens_seen += int(step_tokens)
 
         # 4) clip, finite check, step
@@ -288,6 +292,7 @@ class Trainer:
         }
         row.update({f"ce_h{k + 1}": (ce_sum[k] / count[k].clamp(min=1)).item() for k in range(H)})
         row.update(weight_stats(torch.cat(weights), torch.cat(valids)))
+        row.update(defined(eos.result()))
         row.update(aux)
         row.update(self.weight_fn.stats())
         self.last_weights_hist = weight_histogram(torch.cat(weights), torch.cat(valids))
@@ -337,25 +342,35 @@ class Trainer:
 
     @torch.no_grad()
     def validate(self, *, lm: bool = True) -> dict[str, Any]:
-        """Per-head CE on the correct validation records (comparable across methods, whatever they train on) and
+        """Per-head CE on the correct validation records (comparable across methods, whatever they train on), the
+        localisation of the weighting's normalised weights on the annotated validation records (loc_auc_* /
+        loc_lift_*, wmtp.weighting.localisation; only when batches carry `decisive` and some row has spans), and
         the weighting's validation metrics (eval_* hooks) on all validation records. No gradient, RNG, data-order
         or running-statistics changes. lm=False: the weighting's metrics only (a row without kind and step)."""
         was_training = self.model.training
         self.model.eval()
-        H = self.model.n_heads
+        H, needs_ce, needs_values = self.model.n_heads, self.weight_fn.needs_ce, self.weight_fn.needs_values
         ce_sum, count = torch.zeros(H, dtype=torch.float64), torch.zeros(H, dtype=torch.float64)
         acc = self.weight_fn.eval_start()
+        loc = LocalisationAccumulator(H)
         for batch in self.batches(self.valid_data, self.cfg.train.eval_batches):
+            localise = lm and "decisive" in batch and "has_spans" in batch and bool(batch["has_spans"].any())
             with self.autocast():
                 z, ctx = self.model.trunk_forward(batch["input_ids"], batch["attention_mask"])
                 if lm:
                     targets, valid = batch_targets(batch, H)
-                    valid &= batch["is_correct"].bool()[:, None, None]
-                    ce = heads_ce(self.model, z, ctx, targets, valid, chunk_tokens=self.cfg.train.ce_chunk_tokens)
+                    on_correct = valid & batch["is_correct"].bool()[:, None, None]
+                    ce = heads_ce(self.model, z, ctx, targets, on_correct, chunk_tokens=self.cfg.train.ce_chunk_tokens)
                     ce_sum += ce.sum(dim=(0, 1)).double().cpu()
-                    count += valid.sum(dim=(0, 1)).double().cpu()
+                    count += on_correct.sum(dim=(0, 1)).double().cpu()
+                    if localise and needs_ce:  # the weights read the CE of the incorrect records too
+                        ce = ce + heads_ce(self.model, z, ctx, targets, valid & ~on_correct,
+                                           chunk_tokens=self.cfg.train.ce_chunk_tokens)
+            outputs = self.weight_fn.forward(self.model, z, ctx) if acc is not None or (localise and needs_values) else {}
             if acc is not None:
-                self.weight_fn.eval_batch(acc, batch, self.weight_fn.forward(self.model, z, ctx))
+                self.weight_fn.eval_batch(acc, batch, outputs)
+            if localise:
+                self._add_localisation(loc, batch, valid, ce if needs_ce else None, outputs)
         self.model.train(was_training)
         row: dict[str, Any] = {}
         if lm:
@@ -363,9 +378,23 @@ class Trainer:
             per_head = ce_sum / count.clamp(min=1)
             row["val_loss"] = (ce_sum.sum() / count.sum().clamp(min=1)).item()
             row.update({f"val_ce_h{k + 1}": per_head[k].item() for k in range(H)})
+            if loc.n_rows:
+                row.update(defined(loc.result()))
         if acc is not None:
             row.update(self.weight_fn.eval_result(acc))
         return row
+
+    def _add_localisation(
+        self, loc: LocalisationAccumulator, batch: dict[str, Any], valid: torch.Tensor, ce: torch.Tensor | None,
+        outputs: dict[str, torch.Tensor],
+    ) -> None:
+        """Add a validation batch's weights to `loc`: the weighting's validation_weights, normalised and clipped
+        over the batch's valid entries as train_step does (one micro-batch)."""
+        wcfg = self.cfg.weighting
+        seen = {k: v.detach() for k, v in outputs.items()} if self.weight_fn.needs_values else {}
+        raw = self.weight_fn.validation_weights(batch, valid, ce, seen)
+        w = normalize_weights(raw, valid, mode=wcfg.normalize, clip_min=wcfg.clip_min, clip_max=wcfg.clip_max)
+        loc.add(w, valid, batch["decisive"], batch["has_spans"], batch["is_correct"])
 
     def _progress(self) -> Progress:
         return Progress(

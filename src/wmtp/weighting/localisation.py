@@ -69,6 +69,7 @@ class LocalisationAccumulator:
 
     def __init__(self, n_heads: int):
         self.n_heads = n_heads
+        self.n_rows = 0  # annotated rows added
         self._scores: dict[str, list[list[Tensor]]] = {c: [[] for _ in range(n_heads)] for c in CLASSES}
         self._labels: dict[str, list[list[Tensor]]] = {c: [[] for _ in range(n_heads)] for c in CLASSES}
 
@@ -77,6 +78,7 @@ class LocalisationAccumulator:
         if weights.shape != valid.shape or weights.shape[-1] != self.n_heads or decisive.shape != weights.shape[:2]:
             raise ValueError(f"weights {tuple(weights.shape)} and valid {tuple(valid.shape)} must be [B,T,"
                              f"{self.n_heads}] and decisive {tuple(decisive.shape)} [B,T]")
+        self.n_rows += int(has_spans.bool().sum())
         positive = at_targets(decisive, self.n_heads)
         counted = valid.bool() & has_spans.bool()[:, None, None]
         correct = is_correct.bool()[:, None, None]
