@@ -5,6 +5,15 @@ Layout of a sweep directory:
     reference/                      the Rho-1 reference (H=1, correct solutions), when a method needs it
     <method>[-<key>=<v>…]/seed<s>/  one run; every run shares the data split (data config) and step budget
 
+Methods (`--methods`, comma-separated; `parse_methods`), each `[CONTROL:]WEIGHTING[@DATA]`:
+    uniform, critic, rho1         a registered weighting (directory `uniform`, `critic`, …)
+    shuffled:critic               a control (shuffled, random) of a weighting: weighting.name=shuffled
+                                  weighting.control_of=critic, and the critic's data (data.train_on=all);
+                                  directory `shuffled-of-critic` (a bare `shuffled` is a control of the config's
+                                  weighting.control_of)
+    uniform@all                   data.train_on=all (correct and incorrect records; `@correct`: correct only),
+                                  e.g. uniform on the critic's data; directory `uniform-on-all`
+
 Resumption: a run whose model/ exists and whose metrics reach train.max_steps is not trained again, and an
 evaluation file that exists is not recomputed; a run killed midway continues from its latest checkpoint.
 Each run is trained and then evaluated: greedy pass@1 on the test split (eval/synthetic.json, sandboxed) and
@@ -42,7 +51,7 @@ class SweepRun:
     """One run of a sweep: its name (its path under the sweep directory) and its validated config."""
 
     name: str
-    method: str
+    method: str  # MethodSpec.text: `critic`, `shuffled:critic`, `uniform@all`
     seed: int
     cfg: RunConfig
 
@@ -81,15 +90,85 @@ def parse_grid(items: list[str]) -> dict[str, list[str]]:
     return grid
 
 
+@dataclass(frozen=True)
+class MethodSpec:
+    """One `--methods` item: weighting.name, the weighting a control resamples, the data.train_on it asks for."""
+
+    weighting: str
+    control_of: str | None = None  # set exactly when `weighting` is a control
+    train_on: str | None = None  # `@all` / `@correct`; None: the method's declared train_on or the config's
+
+    @property
+    def text(self) -> str:
+        """The canonical spelling (`shuffled:critic`, `uniform@all`): the run's method in names and reports."""
+        return (f"{self.weighting}:{self.control_of}" if self.control_of else self.weighting) + (
+            f"@{self.train_on}" if self.train_on else "")
+
+    @property
+    def dir_name(self) -> str:
+        """The run directory's name: `shuffled-of-critic`, `uniform-on-all`."""
+        return "-".join([self.weighting, *(["of", self.control_of] if self.control_of else []),
+                         *(["on", self.train_on] if self.train_on else [])])
+
+    def overrides(self) -> list[str]:
+        """weighting.name (and control_of), and data.train_on: the `@` data, else what the method declares."""
+        out = [f"weighting.name={self.weighting}"]
+        if self.control_of:
+            out.append(f"weighting.control_of={self.control_of}")
+        train_on = self.train_on or method_class(self.weighting, self.control_of or "").train_on
+        return out + ([f"data.train_on={train_on}"] if train_on is not None else [])
+
+
+TRAIN_ON = ("correct", "all")
+
+
+def parse_method(text: str, *, default_control_of: str) -> MethodSpec:
+    """`[CONTROL:]WEIGHTING[@DATA]` → MethodSpec (module docstring); a bare control resamples
+    `default_control_of` (the config's weighting.control_of). ConfigError saying what is wrong otherwise."""
+    registered = weightings()
+    item = text.strip()
+    head, at, train_on = item.partition("@")
+    first, colon, second = head.partition(":")
+    first, second, train_on = first.strip(), second.strip(), train_on.strip()
+    where = f"--methods item {text!r}"
+    form = "give WEIGHTING, CONTROL:WEIGHTING or either with @correct / @all (e.g. shuffled:critic, uniform@all)"
+    if not first or (colon and not second) or (at and not train_on) or ":" in second or "@" in train_on:
+        raise ConfigError(f"{where}: {form}")
+    for name in (first, second) if colon else (first,):
+        if name not in registered:
+            raise ConfigError(f"{where}: {name!r} is not a registered weighting; registered: {', '.join(registered)}")
+    if colon and not registered[first].is_control:
+        controls = ", ".join(n for n, c in registered.items() if c.is_control)
+        raise ConfigError(f"{where}: {first} is not a control; before ':' comes a control ({controls}) of the "
+                          f"weighting after it")
+    control_of = (second or default_control_of) if registered[first].is_control else None
+    if control_of is not None and registered[control_of].is_control:
+        raise ConfigError(f"{where}: {control_of} is itself a control; a control resamples a weighting "
+                          "(e.g. shuffled:critic)")
+    if at and train_on not in TRAIN_ON:
+        raise ConfigError(f"{where}: @{train_on} is not a data.train_on value; use @correct or @all")
+    declared = method_class(first, control_of or "").train_on
+    if at and declared is not None and train_on != declared:
+        method = f"{first}:{control_of}" if control_of else first
+        raise ConfigError(f"{where}: {method} learns from data.train_on={declared} records; drop @{train_on}")
+    return MethodSpec(first, control_of, train_on if at and declared is None else None)
+
+
+def parse_methods(items: list[str], *, default_control_of: str = "rho1") -> list[MethodSpec]:
+    """Every `--methods` item parsed (parse_method); an empty list or the same method twice is refused."""
+    if not items:
+        raise ConfigError("--methods is empty; give e.g. uniform,critic,rho1,shuffled:critic,uniform@all")
+    specs = [parse_method(item, default_control_of=default_control_of) for item in items]
+    texts = [s.text for s in specs]
+    repeated = sorted({t for t in texts if texts.count(t) > 1})
+    if repeated:
+        raise ConfigError(f"--methods names {', '.join(repeated)} more than once")
+    return specs
+
+
 def method_sections(method: str, control_of: str) -> set[str]:
     """The `weighting.<section>` settings a method reads: its own, and for a control those of `control_of`."""
     return {method, control_of} if weighting_class(method).is_control else {method}
-
-
-def method_overrides(method: str, control_of: str) -> list[str]:
-    """Settings a method needs besides weighting.name, from its declarations (e.g. the critic's train_on=all)."""
-    train_on = method_class(method, control_of).train_on
-    return [f"data.train_on={train_on}"] if train_on is not None else []
 
 
 def _applies(key: str, method: str, control_of: str) -> bool:
@@ -123,14 +202,9 @@ def plan_sweep(
     trained model (a critic on a random trunk learns little).
     """
     out_dir, grid = Path(out_dir).resolve(), grid or {}  # absolute: runs name their base and reference by path
-    if not methods:
-        raise ConfigError("--methods is empty; give e.g. uniform,critic,rho1")
-    unknown = [m for m in methods if m not in weightings()]
-    if unknown:
-        raise ConfigError(f"--methods {', '.join(unknown)}: not a registered weighting; registered: "
-                          f"{', '.join(weightings())}")
     overrides = [*overrides, "train.progress=false"]  # workers print one line per run, not bars
     base = load_config(config, [*overrides, f"run_dir={out_dir / 'reference'}"])
+    specs = parse_methods(methods, default_control_of=base.weighting.control_of)
     shared = None
     if base_steps > 0:
         if base.model.init_from is not None or base.model.pretrained is not None:
@@ -140,25 +214,25 @@ def plan_sweep(
             f"run_dir={out_dir / 'base'}", f"train.max_steps={base_steps}", "weighting.name=uniform",
             "data.train_on=correct"]))
         overrides = [*overrides, f"model.init_from={out_dir / 'base' / 'model'}"]
-    unused = [k for k in grid if not any(_applies(k, m, base.weighting.control_of) for m in methods)]
+    control_of = {spec: spec.control_of or base.weighting.control_of for spec in specs}
+    unused = [k for k in grid if not any(_applies(k, spec.weighting, control_of[spec]) for spec in specs)]
     if unused:
-        raise ConfigError(f"--grid {', '.join(unused)}: no method of {methods} uses it")
+        raise ConfigError(f"--grid {', '.join(unused)}: no method of {', '.join(s.text for s in specs)} uses it")
     reference_dir = out_dir / "reference"
     runs: list[SweepRun] = []
     for seed in seeds:
-        for method in methods:
-            keys = [k for k in grid if _applies(k, method, base.weighting.control_of)]
+        for spec in specs:
+            keys = [k for k in grid if _applies(k, spec.weighting, control_of[spec])]
             for point in _product([grid[k] for k in keys]):
                 chosen = [f"{k}={v}" for k, v in zip(keys, point)]
-                name = "-".join([method, *(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in zip(keys, point))])
-                extra = [f"weighting.name={method}", *method_overrides(method, base.weighting.control_of), *chosen,
-                         f"seed={seed}", f"run_dir={out_dir / name / f'seed{seed}'}"]
+                name = "-".join([spec.dir_name, *(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in zip(keys, point))])
+                extra = [*spec.overrides(), *chosen, f"seed={seed}", f"run_dir={out_dir / name / f'seed{seed}'}"]
                 cfg = load_config(config, [*overrides, *extra])
                 section = reads_reference(cfg)
                 if section is not None and cfg.weighting.section(section).reference is None:
                     cfg = validate(apply_overrides(cfg.model_dump(mode="json"),
                                                    [f"weighting.{section}.reference={reference_dir}"]))
-                runs.append(SweepRun(f"{name}/seed{seed}", method, seed, cfg))
+                runs.append(SweepRun(f"{name}/seed{seed}", spec.text, seed, cfg))
     needs_reference = any(Path(r.cfg.weighting.section(s).reference) == reference_dir
                           for r in runs if (s := reads_reference(r.cfg)) is not None)
     reference = None
