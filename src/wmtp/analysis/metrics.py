@@ -29,7 +29,8 @@ def training_flops_per_token(trunk: dict[str, Any], *, n_heads: int, head1_is_tr
 
 
 def run_metrics(run: RunData, *, target_loss: float | None = None) -> dict[str, float | None]:
-    """Final validation CE (total and per head), benchmark summaries, per-head accuracy, efficiency, stability."""
+    """Final validation CE (total and per head), benchmark summaries, per-head accuracy, efficiency, stability,
+    localisation (the last validation's loc_* metrics; eos_share and eos_entry_share: means over logged steps)."""
     train, evals = run.kind("train"), run.kind("eval")
     out: dict[str, float | None] = {}
     final = evals[-1] if evals else {}
@@ -45,6 +46,15 @@ def run_metrics(run: RunData, *, target_loss: float | None = None) -> dict[str, 
             out[f"acc_h{k}"] = run.heads.get(f"acc_h{k}")
     out.update(_efficiency(run, train, evals, target_loss))
     out.update(_stability(train, evals))
+    out.update(_localisation(train, final))
+    return out
+
+
+def _localisation(train: list[dict], final_eval: dict) -> dict[str, float | None]:
+    out: dict[str, float | None] = {k: v for k, v in final_eval.items() if k.startswith("loc_")}
+    for key in ("eos_share", "eos_entry_share"):
+        values = [r[key] for r in train if r.get(key) is not None]
+        out[key] = statistics.fmean(values) if values else None
     return out
 
 

@@ -58,6 +58,7 @@ def write_report(
     data["results"] = _results_section(doc, variants, metrics)
     data["efficiency"] = _efficiency_section(doc, variants, metrics, target)
     data["stability"] = _stability_section(doc, variants, metrics)
+    data["localisation"] = _localisation_section(doc, variants, metrics)
     _analysis_section(doc, variants, data)
     _figures_section(doc, variants, out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -225,6 +226,40 @@ def _stability_section(doc: Document, variants: list[Variant], metrics: Metrics)
                      _fmt(entry["bad_steps"]), _mean_ci(v, metrics, "val_drift_final"),
                      _mean_ci(v, metrics, "val_explained_var_final")])
     doc.table(headers, rows)
+    return out
+
+
+LOCALISATION = [("loc_auc_incorrect", "loc AUC (incorrect)"), ("loc_auc_correct", "loc AUC (correct)"),
+                ("loc_lift_incorrect", "lift (incorrect)"), ("loc_lift_correct", "lift (correct)")]
+
+
+def _localisation_section(doc: Document, variants: list[Variant], metrics: Metrics) -> list[dict]:
+    """Where each variant's weights go: on the ground-truth decisive targets (last validation; pooled over heads,
+    then per head) and on EOS (mean over logged steps). report.json: every key's mean and CI per variant."""
+    doc.heading("Localisation (mean and 95% bootstrap CI over seeds)")
+    eos = [("eos_share", "EOS share"), ("eos_entry_share", "EOS entry share")]
+    H = max(r.n_heads for v in variants for r in v.runs)
+    keys = [k for k, _ in LOCALISATION + eos] + [f"{k}_h{h}" for h in range(1, H + 1) for k, _ in LOCALISATION]
+    out = [{"variant": v.label, "metric": key, "n": ci.n, "mean": ci.mean, "low": ci.low, "high": ci.high}
+           for v in variants for key in keys if (ci := bootstrap_ci(_values(v, metrics, key))).n]
+    if not out:
+        doc.paragraph("No run logged localisation metrics (loc_* in eval rows: validation records with decisive "
+                      "spans) or EOS shares.")
+        return out
+    doc.paragraph("loc AUC: probability that the weight of a decisive target (a token where an incorrect solution "
+                  "differs from the correct one it was mutated from; on a correct solution, where its mutants "
+                  "changed it) exceeds that of another target of the same records, ties ½, at the last validation; "
+                  "lift: the decisive targets' share of the weight ÷ their share of the entries. 0.5 / 1.0 = no "
+                  "localisation (uniform weights); above: more weight per entry on decisive targets (on incorrect "
+                  "records: on imitating the bug), below: less. EOS share: share of the training weight on targets "
+                  "that are the last completion token (EOS), mean over logged steps; EOS entry share: their share "
+                  "of the entries (EOS share = entry share: no EOS emphasis).")
+    doc.table(["variant", *[label for _, label in LOCALISATION + eos]],
+              [[v.label, *[_mean_ci(v, metrics, k) for k, _ in LOCALISATION + eos]] for v in variants])
+    doc.table(["variant", "head", *[label for _, label in LOCALISATION]],
+              [[v.label, str(h), *[_mean_ci(v, metrics, f"{k}_h{h}") for k, _ in LOCALISATION]]
+               for v in variants for h in range(1, H + 1)
+               if any(_values(v, metrics, f"{k}_h{h}") for k, _ in LOCALISATION)])
     return out
 
 
