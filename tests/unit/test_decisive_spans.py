@@ -9,7 +9,13 @@ import pytest
 import torch
 
 from wmtp.config import SyntheticDataConfig
-from wmtp.data.collate import EncodedRecord, collate, decisive_tokens, encode_records, pack_records
+from wmtp.data.collate import (
+    EncodedRecord,
+    collate,
+    decisive_tokens,
+    encode_records,
+    pack_records,
+)
 from wmtp.data.records import Record, fingerprint, read_records, write_records
 from wmtp.data.synthetic import Problem, generate_problems, generate_splits
 from wmtp.data.synthetic import splits as synthetic_splits
@@ -140,11 +146,11 @@ def test_decisive_tokens_are_those_whose_characters_touch_a_span(records, tok):
 
 def test_zero_width_spans_mark_the_token_holding_the_point_or_eos_at_the_end():
     offsets = [(0, 4), (4, 10), (10, 12), (12, 13)]  # a 13-character completion
-    assert decisive_tokens(offsets, [(4, 4)], 13) == [False, True, False, False, False]
-    assert decisive_tokens(offsets, [(11, 11)], 13) == [False, False, True, False, False]
-    assert decisive_tokens(offsets, [(13, 13)], 13) == [False, False, False, False, True]
-    assert decisive_tokens(offsets, [(3, 5), (12, 13)], 13) == [True, True, False, True, False]
-    assert decisive_tokens(offsets, [], 13) == [False] * 5
+    assert decisive_tokens(offsets, [(4, 4)]) == [False, True, False, False, False]
+    assert decisive_tokens(offsets, [(11, 11)]) == [False, False, True, False, False]
+    assert decisive_tokens(offsets, [(13, 13)]) == [False, False, False, False, True]
+    assert decisive_tokens(offsets, [(3, 5), (12, 13)]) == [True, True, False, True, False]
+    assert decisive_tokens(offsets, []) == [False] * 5
 
 
 def _record(completion: str, spans, i: int = 0) -> Record:

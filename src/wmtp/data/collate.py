@@ -90,14 +90,15 @@ def encode_records_counted(
     encoded = tokenizer([r.completion for r in records], add_special_tokens=False, return_offsets_mapping=True)
     out = []
     cut = Truncation()
-    for record, prompt, completion, offsets in zip(records, prompts, encoded["input_ids"], encoded["offset_mapping"]):
+    completions, offset_lists = encoded["input_ids"], encoded["offset_mapping"]
+    for record, prompt, completion, offsets in zip(records, prompts, completions, offset_lists):
         n_prompt = len(bos) + len(prompt)
         full = bos + prompt + completion + [tokenizer.eos_token_id]
         ids = full[:max_len]
         if len(ids) > n_prompt:
             decisive = None
             if record.decisive_spans is not None:
-                marks = decisive_tokens(offsets, record.decisive_spans, len(record.completion))
+                marks = decisive_tokens(offsets, record.decisive_spans)
                 decisive = ([False] * n_prompt + marks)[:max_len]
             out.append(EncodedRecord(record.id, ids, n_prompt, record.is_correct, decisive=decisive))
             if len(full) > max_len:
@@ -113,9 +114,9 @@ def encode_records_counted(
     return out, cut
 
 
-def decisive_tokens(offsets: Sequence[tuple[int, int]], spans: Sequence[tuple[int, int]], length: int) -> list[bool]:
+def decisive_tokens(offsets: Sequence[tuple[int, int]], spans: Sequence[tuple[int, int]]) -> list[bool]:
     """Which of a completion's tokens (character ranges `offsets`), then its eos, are decisive (module
-    docstring): len(offsets) + 1 bools. `length` is the completion's length in characters."""
+    docstring): len(offsets) + 1 bools. Spans lie within the completion (Record checks it)."""
     marks = [False] * (len(offsets) + 1)
     for start, end in spans:
         if end > start:
@@ -123,8 +124,6 @@ def decisive_tokens(offsets: Sequence[tuple[int, int]], spans: Sequence[tuple[in
                 if a < end and start < b:
                     marks[i] = True
         else:
-            if start > length:
-                raise ValueError(f"decisive span {(start, end)} beyond the {length}-character completion")
             marks[next((i for i, (_, b) in enumerate(offsets) if b > start), len(offsets))] = True
     return marks
 
