@@ -271,6 +271,12 @@ class TrainConfig(_Strict):
         None, gt=0, description="Device memory (GiB) the estimate is checked against; None = the device's own (GPU "
         "memory, or RAM on CPU)."
     )
+    heads_warmup_steps: int = Field(
+        0, ge=0, description="Train only the extra heads for the first N optimizer steps: the trunk (embeddings and "
+        "tied unembedding, final norm, every trunk block including head 1's when it is the trunk's last) gets no "
+        "gradient and no AdamW update (its moments stay untouched), as Medusa-1 trains new heads on a frozen "
+        "pretrained model. The weighting's own modules (e.g. a critic's value head) train as usual.",
+    )
     tensorboard: bool = Field(
         False, description="Also write every metrics row to TensorBoard event files in run_dir/tb/ (scalars "
         "<kind>/<field>, weight histograms per head); metrics.jsonl stays the source of truth."

@@ -133,7 +133,7 @@ def forward_backward(
     if aux is not None:
         aux_loss, aux_metrics = aux
         aux_loss.backward()
-    if z_detached.grad is not None:
+    if z_detached.grad is not None and z.requires_grad:  # not with the trunk frozen (train.heads_warmup_steps)
         z.backward(z_detached.grad)
     if (any_head or sharded()) and unembed.requires_grad:  # frozen under LoRA; every rank joins the grad sum
         if unembed.grad is None:

@@ -21,6 +21,7 @@ from wmtp.train.optim import build_optimizer, lr_at
 from wmtp.train.run_dir import MetricsLog
 from wmtp.train.state import latest_checkpoint
 from wmtp.train.step import batch_targets, check_head1_alignment, forward_backward, heads_ce, raw_step_weights
+from wmtp.train.warmup import freeze_trunk, thaw
 from wmtp.weighting.base import WeightFn, normalize_weights, weight_histogram, weight_stats
 from wmtp.weighting.localisation import EosShare, LocalisationAccumulator, defined
 
@@ -213,6 +214,7 @@ class Trainer:
         self.weight_fn.begin_step(self.step)
         lr = lr_at(self.step, cfg=self.cfg.optim, max_steps=tc.max_steps)
         self.set_lr(lr)
+        frozen = freeze_trunk(self.model) if self.step < tc.heads_warmup_steps else []  # the heads warm-up
 
         # 1) micro-batches and the step's denominators: valid (t,k) entries (the MTP loss) and loss-carrying tokens
         #    (a weighting's aux loss), over every micro-batch and rank
@@ -273,6 +275,7 @@ class Trainer:
         # 4) clip, finite check, step
         grad_norm = self.clip_grad_norm()
         finite = self.optimizer_step(loss, grad_norm)
+        thaw(frozen)
         self.step += 1
 
         # 5) metrics
