@@ -73,7 +73,7 @@ def train_rows(run_dir: Path) -> list[dict]:
 def assert_same_run(rows_a, rows_b, params_a, params_b):
     assert [r["step"] for r in rows_a] == [r["step"] for r in rows_b] and rows_a
     for a, b in zip(rows_a, rows_b):
-        for key in ("loss", "ce_h1", "ce_h2", "ce_h3", "grad_norm", "tokens_seen"):
+        for key in ("loss", "ce_h1", "ce_h2", "ce_h3", "grad_norm", "tokens_seen", "eos_share", "eos_entry_share"):
             assert a[key] == pytest.approx(b[key], abs=TOL), (a["step"], key)
     assert params_a.keys() == params_b.keys()
     for name, p in params_a.items():
