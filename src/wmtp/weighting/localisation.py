@@ -13,8 +13,10 @@ records — incorrect (suffix `_incorrect`) or correct (`_correct`) — of one h
     loc_lift = (Σ_decisive w / Σ w) / (n_decisive / n)  (nan without a decisive entry or when Σ w = 0)
 
 0.5 / 1.0 mean no localisation (uniform weights give exactly these); above: more weight per entry on decisive
-targets than elsewhere, below: less. At validation the entries of all batches are pooled before the AUC is
-computed once (LocalisationAccumulator), not averaged over batches.
+targets than elsewhere, below: less. The trainer measures the weights it would train with: the weighting's
+validation_weights on each validation batch, normalised and clipped over that batch's valid entries as a training
+micro-batch is; the entries of all batches are pooled before the AUC is computed once (LocalisationAccumulator),
+not averaged over batches. The EOS target is decisive when a span ends at the end of the completion.
 
 EOS share (every training step): eos_share = Σ w on valid entries whose target token is the last completion token
 of its row (of its record, with packing: segment_ids) / Σ w on valid entries; eos_entry_share = those entries'
