@@ -44,35 +44,28 @@ DENIED: tuple[str, ...] = (
     "memfd_create", "memfd_secret", "shmget", "msgget", "semget",
 )
 
+# (x86_64, aarch64) number of every syscall the filter names; None: no such syscall on that architecture.
+_SYSCALLS: dict[str, tuple[int | None, int | None]] = {
+    "ptrace": (101, 117), "process_vm_readv": (310, 270), "process_vm_writev": (311, 271),
+    "process_madvise": (440, 440), "pidfd_getfd": (438, 438), "kcmp": (312, 272),
+    "unshare": (272, 97), "setns": (308, 268), "mount": (165, 40), "umount2": (166, 39), "pivot_root": (155, 41),
+    "chroot": (161, 51), "fsopen": (430, 430), "fsconfig": (431, 431), "fsmount": (432, 432),
+    "fspick": (433, 433), "move_mount": (429, 429), "open_tree": (428, 428), "mount_setattr": (442, 442),
+    "open_by_handle_at": (304, 265), "name_to_handle_at": (303, 264),
+    "keyctl": (250, 219), "add_key": (248, 217), "request_key": (249, 218), "bpf": (321, 280),
+    "perf_event_open": (298, 241), "userfaultfd": (323, 282),
+    "io_uring_setup": (425, 425), "io_uring_enter": (426, 426), "io_uring_register": (427, 427),
+    "kexec_load": (246, 104), "kexec_file_load": (320, 294), "init_module": (175, 105),
+    "finit_module": (313, 273), "delete_module": (176, 106),
+    "swapon": (167, 224), "swapoff": (168, 225), "reboot": (169, 142), "quotactl": (179, 60),
+    "memfd_create": (319, 279), "memfd_secret": (447, 447), "shmget": (29, 194), "msgget": (68, 186),
+    "semget": (64, 190),
+    "clone": (56, 220), "clone3": (435, 435),
+    "iopl": (172, None), "ioperm": (173, None),  # x86 only: port I/O
+}
 _NUMBERS: dict[str, dict[str, int]] = {
-    "x86_64": {
-        "ptrace": 101, "process_vm_readv": 310, "process_vm_writev": 311, "process_madvise": 440,
-        "pidfd_getfd": 438, "kcmp": 312,
-        "unshare": 272, "setns": 308, "mount": 165, "umount2": 166, "pivot_root": 155, "chroot": 161,
-        "fsopen": 430, "fsconfig": 431, "fsmount": 432, "fspick": 433, "move_mount": 429, "open_tree": 428,
-        "mount_setattr": 442, "open_by_handle_at": 304, "name_to_handle_at": 303,
-        "keyctl": 250, "add_key": 248, "request_key": 249, "bpf": 321, "perf_event_open": 298,
-        "userfaultfd": 323, "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427,
-        "kexec_load": 246, "kexec_file_load": 320, "init_module": 175, "finit_module": 313,
-        "delete_module": 176, "swapon": 167, "swapoff": 168, "reboot": 169, "quotactl": 179,
-        "memfd_create": 319, "memfd_secret": 447, "shmget": 29, "msgget": 68, "semget": 64,
-        "clone": 56, "clone3": 435,
-        # x86 only: port I/O
-        "iopl": 172, "ioperm": 173,
-    },
-    "aarch64": {
-        "ptrace": 117, "process_vm_readv": 270, "process_vm_writev": 271, "process_madvise": 440,
-        "pidfd_getfd": 438, "kcmp": 272,
-        "unshare": 97, "setns": 268, "mount": 40, "umount2": 39, "pivot_root": 41, "chroot": 51,
-        "fsopen": 430, "fsconfig": 431, "fsmount": 432, "fspick": 433, "move_mount": 429, "open_tree": 428,
-        "mount_setattr": 442, "open_by_handle_at": 265, "name_to_handle_at": 264,
-        "keyctl": 219, "add_key": 217, "request_key": 218, "bpf": 280, "perf_event_open": 241,
-        "userfaultfd": 282, "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427,
-        "kexec_load": 104, "kexec_file_load": 294, "init_module": 105, "finit_module": 273,
-        "delete_module": 106, "swapon": 224, "swapoff": 225, "reboot": 142, "quotactl": 60,
-        "memfd_create": 279, "memfd_secret": 447, "shmget": 194, "msgget": 186, "semget": 190,
-        "clone": 220, "clone3": 435,
-    },
+    machine: {name: numbers[i] for name, numbers in _SYSCALLS.items() if numbers[i] is not None}
+    for i, machine in enumerate(("x86_64", "aarch64"))
 }
 _EXTRA_DENIED = {"x86_64": ("iopl", "ioperm"), "aarch64": ()}
 
