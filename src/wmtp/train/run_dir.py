@@ -52,7 +52,8 @@ def write_run_files(run_dir: Path, cfg: RunConfig, *, data_fingerprint: str, tok
 
 
 class TensorBoardLog:
-    """Mirror of metrics.jsonl rows into TensorBoard event files (torch.utils.tensorboard) in `log_dir`.
+    """Mirror of metrics.jsonl rows into TensorBoard event files (torch.utils.tensorboard) in `log_dir` (None: no
+    mirror; every method does nothing).
 
     Each numeric field of a row is a scalar tagged `<kind>/<field>` at the row's `step` (booleans as 0/1,
     non-numeric fields skipped); a `weights_hist` row is one histogram per head (`weights/h<k>`), built from the
@@ -64,11 +65,13 @@ class TensorBoardLog:
     how a viewer picks between them is the viewer's).
     """
 
-    def __init__(self, log_dir: Path):
+    def __init__(self, log_dir: Path | None):
         self.log_dir = log_dir
         self._writer: Any = None
 
     def write(self, row: dict[str, Any]) -> None:
+        if self.log_dir is None:
+            return
         if self._writer is None:
             from torch.utils.tensorboard import SummaryWriter  # the `tensorboard` package, only when asked for
 
@@ -124,25 +127,22 @@ class MetricsLog:
     def __init__(self, path: Path, *, enabled: bool = True, tensorboard: Path | None = None):
         self.path = path
         self.enabled = enabled
-        self.tensorboard = TensorBoardLog(tensorboard) if enabled and tensorboard is not None else None
+        self.tensorboard = TensorBoardLog(tensorboard if enabled else None)
 
     def write(self, row: dict[str, Any]) -> None:
         if not self.enabled:
             return
         with self.path.open("a") as f:
             f.write(json.dumps(row) + "\n")
-        if self.tensorboard is not None:
-            self.tensorboard.write(row)
+        self.tensorboard.write(row)
 
     def flush(self) -> None:
         """Push buffered TensorBoard events to disk (metrics.jsonl is written row by row)."""
-        if self.tensorboard is not None:
-            self.tensorboard.flush()
+        self.tensorboard.flush()
 
     def close(self) -> None:
         """Close the TensorBoard writer (and its thread); a later `write` opens a new event file."""
-        if self.tensorboard is not None:
-            self.tensorboard.close()
+        self.tensorboard.close()
 
     def truncate_after(self, step: int, *, pre_train_step: int = 0, pre_train_kinds: tuple[str, ...] = ()) -> None:
         """Keep rows up to `step`; rows of a weighting's pre-training stage (`pre_train_kinds`) up to
