@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 
 from wmtp.config import ConfigError, load_config
+from wmtp.demo import DEMO_METHODS, DEMO_SEEDS
 
 app = typer.Typer(help="Weighted Multi-Token Prediction: train, evaluate and benchmark.", no_args_is_help=True)
 bench_app = typer.Typer(help="Performance benchmarks; each prints one JSON object on its last line.")
@@ -106,15 +107,18 @@ def demo(
     overrides: Overrides = None,
     config: ConfigOption = None,
     run_dir: Annotated[str, typer.Option(help="Where the demo writes its runs and report.")] = "runs/demo",
-    methods: Annotated[str, typer.Option(help="Comma-separated weightings to compare.")] = "uniform,critic,rho1",
-    seeds: Annotated[str, typer.Option(help="Seeds per method: a count (3) or a list (0,4).")] = "3",
+    methods: Annotated[str, typer.Option(help="Comma-separated methods, each WEIGHTING or CONTROL:WEIGHTING, "
+                                               "optionally @correct / @all: shuffled:critic is a control of the "
+                                               "critic, uniform@all uniform on correct + incorrect records.")] = ",".join(DEMO_METHODS),
+    seeds: Annotated[str, typer.Option(help="Seeds per method: a count (5) or a list (0,4).")] = str(DEMO_SEEDS),
     workers: Annotated[int, typer.Option(min=1, help="Runs trained at once, each in its own process.")] = 2,
     base_steps: Annotated[int, typer.Option(min=0, help="Steps of the shared uniform base model every method "
                                                         "fine-tunes (0: every run starts from random init).")] = 200,
     progress: Annotated[bool, typer.Option(help="Progress bar.")] = True,
 ) -> None:
-    """The main job: embedded synthetic data → uniform, critic and Rho-1 weighted MTP (tiny model, CPU) × seeds
-    → greedy pass@1 on the test split → report.md / report.html with confidence intervals and tests."""
+    """The main job: embedded synthetic data → uniform, critic and Rho-1 weighted MTP (tiny model, CPU), the
+    shuffled control of each weighted method and uniform on the critic's data, × seeds → greedy pass@1 on the test
+    split → report.md / report.html with confidence intervals, tests against uniform and the controls, and MDEs."""
     from wmtp.demo import DemoFailed, run_demo
     from wmtp.sweep import parse_seeds
 
@@ -133,7 +137,9 @@ def sweep(
     overrides: Overrides = None,
     config: ConfigOption = None,
     out: Annotated[str, typer.Option(help="Sweep directory (one run directory per method/grid point/seed).")] = "runs/sweep",
-    methods: Annotated[str, typer.Option(help="Comma-separated weightings.")] = "uniform,critic,rho1",
+    methods: Annotated[str, typer.Option(help="Comma-separated methods, each WEIGHTING or CONTROL:WEIGHTING, "
+                                               "optionally @correct / @all (e.g. uniform,critic,shuffled:critic,"
+                                               "uniform@all).")] = "uniform,critic,rho1",
     seeds: Annotated[str, typer.Option(help="A count (5 → seeds 0..4) or a list (0,3,7).")] = "5",
     grid: Annotated[list[str] | None, typer.Option(help="KEY=V1,V2 (repeatable): ablation values; a key under "
                                                         "weighting.rho1./weighting.critic. varies only that method.")] = None,

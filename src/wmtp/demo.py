@@ -1,5 +1,10 @@
-"""`wmtp demo`: the main job on the embedded default — uniform, critic and Rho-1 weighted MTP × seeds, each
-evaluated on the test split, compared in report.md / report.html.
+"""`wmtp demo`: the main job on the embedded default — uniform, critic and Rho-1 weighted MTP × seeds with their
+controls, each evaluated on the test split, compared in report.md / report.html.
+
+DEMO_METHODS: the three methods, the shuffled control of each weighted one (the same weights permuted among
+the batch's valid entries: what the weights' link to the tokens adds) and uniform on the critic's data
+(correct + incorrect records: what the critic's data adds), all paired by seed (DEMO_SEEDS seeds each) and all
+fine-tuning one shared uniform base model.
 
 It is a sweep (`wmtp.sweep`) with a budget sized for 2 CPU cores (DEMO_OVERRIDES, before the user's own
 overrides, which win) followed by `wmtp report` on its directory. Resumable like any sweep.
@@ -11,13 +16,13 @@ import json
 import time
 from pathlib import Path
 
-from wmtp.analysis.report import write_report
 from wmtp.analysis.runs import is_run_dir
 from wmtp.config import ConfigError
 from wmtp.sweep import plan_sweep, run_sweep_with_progress
 
-# A shared uniform base (the CLI's --base-steps, 200) then 150 weighted steps per run: base + reference +
-# 3 methods × 3 seeds + evaluation fit in ~15 min on 2 idle cores.
+DEMO_METHODS = ("uniform", "critic", "rho1", "shuffled:critic", "shuffled:rho1", "uniform@all")
+DEMO_SEEDS = 5
+# A shared uniform base (the CLI's --base-steps, 200) then 150 weighted steps per run.
 DEMO_OVERRIDES = ("train.max_steps=150", "train.eval_every=25", "train.ckpt_every=50")
 
 
@@ -37,7 +42,9 @@ def run_demo(
     progress: bool = True,
 ) -> Path:
     """Train the shared base, then every (method, seed) from it, evaluate them, and write run_dir/report.md
-    (returned)."""
+    (returned). methods: `--methods` items (wmtp.sweep.parse_method), e.g. DEMO_METHODS."""
+    from wmtp.analysis.report import write_report  # numpy / scipy / matplotlib: not for every CLI start
+
     started = time.perf_counter()
     run_dir = Path(run_dir)
     if is_run_dir(run_dir):  # the single-run layout of earlier versions: its report would compare nothing
@@ -48,9 +55,11 @@ def run_demo(
     failed = {name: r["error"] for name, r in results.items() if "error" in r}
     wall_s = time.perf_counter() - started
     cfg = plan.runs[0].cfg
+    planned = list(dict.fromkeys(r.method for r in plan.runs))
     preface = (
-        f"`wmtp demo`: embedded synthetic code task, methods {', '.join(methods)} × seeds "
-        f"{', '.join(map(str, seeds))}; "
+        f"`wmtp demo`: embedded synthetic code task, methods {', '.join(planned)} × seeds "
+        f"{', '.join(map(str, seeds))} ({len(plan.runs)} runs; `shuffled:X` is X's weights permuted among the "
+        "batch's valid entries, `uniform@all` uniform on correct + incorrect records, the critic's data); "
         + (f"every run fine-tunes a shared uniform base model ({base_steps} steps, `base/`); " if base_steps else "")
         + f"{cfg.train.max_steps} steps of {cfg.train.batch_size} records per run, "
         f"H={cfg.model.n_heads} heads, d_model={cfg.model.d_model}, {cfg.model.n_layers} layers; {workers} worker "
@@ -58,7 +67,7 @@ def run_demo(
         + (f" FAILED runs: {', '.join(failed)}." if failed else "")
     )
     report = write_report([run_dir], run_dir, title="wmtp demo report", preface=preface)
-    summary = {"wall_s": wall_s, "methods": methods, "seeds": seeds, "workers": workers, "runs": results}
+    summary = {"wall_s": wall_s, "methods": planned, "seeds": seeds, "workers": workers, "runs": results}
     (run_dir / "demo_summary.json").write_text(json.dumps(summary, indent=1))
     if failed:
         raise DemoFailed("; ".join(f"{name}: {err}" for name, err in failed.items()))

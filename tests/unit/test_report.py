@@ -4,6 +4,7 @@ statistics of the rows equal to scipy's on the same numbers."""
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -29,11 +30,14 @@ def passed(method: str, seed: int, pid: str) -> bool:
     return i < 3 or (method == "rho1" and i < 5) or (seed == 1 and i == 7)
 
 
-def make_run(root, method: str, seed: int, *, overrides: tuple[str, ...] = (), name: str | None = None):
+def make_run(root, method: str, seed: int, *, overrides: tuple[str, ...] = (), name: str | None = None,
+             shift: float = 0.0, extra_rows: tuple[dict, ...] = (), passes=None):
+    """A run directory of `method`; shift: added to its final losses; passes(seed, pid): its per-problem result."""
     run = root / (name or f"{method}{''.join(o.split('=')[1] for o in overrides)}") / f"seed{seed}"
     cfg = load_config(None, [f"seed={seed}", f"run_dir={run}", f"model.n_heads={H}", f"weighting.name={method}",
                              "train.log_every=1", *(["weighting.rho1.reference=" + str(root / "ref")]
-                                                   if method == "rho1" else []), *overrides])
+                                                   if method == "rho1" or "weighting.control_of=rho1" in overrides
+                                                   else []), *overrides])
     (run / "eval").mkdir(parents=True)
     (run / "analysis").mkdir()
     (run / "model").mkdir()
@@ -46,18 +50,20 @@ def make_run(root, method: str, seed: int, *, overrides: tuple[str, ...] = (), n
                "w_entropy": 5.0 - (method == "rho1") * step / STEPS, "w_frac_zero": 0.1}
         rows.append(row)
         if step % 10 == 0:
-            loss = final_loss(method, seed) + (STEPS - step) / 10
+            loss = final_loss(method, seed) + shift + (STEPS - step) / 10
             rows.append({"kind": "eval", "step": step, "val_loss": loss,
                          **{f"val_ce_h{k}": loss + 0.1 * k for k in range(1, H + 1)}})
             rows.append({"kind": "weights_hist", "step": step, "edges": [0.0, 1.0, 2.0, 3.0],
                          **{f"counts_h{k}": [k, 10, 5] for k in range(1, H + 1)}})
+    rows += extra_rows
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    ok = passes or (lambda s, pid: passed(method, s, pid))
     per_problem = [{"problem_id": pid, "difficulty": "easy" if int(pid[1:]) < 4 else "hard", "n": 1,
-                    "c": int(passed(method, seed, pid)), "passed": [passed(method, seed, pid)]} for pid in PROBLEMS]
+                    "c": int(ok(seed, pid)), "passed": [ok(seed, pid)]} for pid in PROBLEMS]
     summary = {"pass@1": float(np.mean([p["c"] for p in per_problem]))}
     (run / "eval" / "synthetic.json").write_text(json.dumps({"summary": summary, "per_problem": per_problem}))
     heads = {f"acc_h{k}": 0.5 - 0.1 * k + 0.01 * seed for k in range(1, H + 1)}
-    heads |= {f"ce_h{k}": final_loss(method, seed) + k for k in range(1, H + 1)}
+    heads |= {f"ce_h{k}": final_loss(method, seed) + shift + k for k in range(1, H + 1)}
     heads["difficulty"] = {"edges": [0.0, 1.0], "labels": ["[0, 1)", "≥ 1"], "n_h1": [10, 20], "n_h2": [10, 20],
                            **{f"error_h{k}": [0.1 * k, 0.5] for k in range(1, H + 1)}}
     (run / "analysis" / "heads.json").write_text(json.dumps(heads))
@@ -167,3 +173,147 @@ def test_references_and_bases_are_not_compared_and_duplicates_are_refused(tmp_pa
     (tmp_path / "empty").mkdir()
     with pytest.raises(ReportError, match="no run directory"):
         find_runs([tmp_path / "empty"])
+
+
+# ---- controls, the data-matched baseline, power ------------------------------------------------------------
+
+CRITIC = ("data.train_on=all",)
+SHUFFLED_CRITIC = ("weighting.control_of=critic", "data.train_on=all")
+SHUFFLED_RHO1 = ("weighting.control_of=rho1",)
+Z = 1.959963984540054 + 0.8416212335729143  # z_0.975 + z_0.8
+
+
+def shuffled_rho1_passes(seed: int, pid: str) -> bool:
+    return int(pid[1:]) < 4  # one problem more than uniform, one fewer than rho1 (problem 4)
+
+
+@pytest.fixture
+def controls(tmp_path):
+    root = tmp_path / "runs"
+    for seed in SEEDS:
+        make_run(root, "uniform", seed)
+        make_run(root, "rho1", seed)
+        make_run(root, "shuffled", seed, overrides=SHUFFLED_RHO1, name="shuffled-of-rho1",
+                 shift=-0.02 * seed, passes=shuffled_rho1_passes)
+        make_run(root, "critic", seed, overrides=CRITIC, shift=-0.03)
+        make_run(root, "shuffled", seed, overrides=SHUFFLED_CRITIC, name="shuffled-of-critic", shift=0.01 * seed)
+        make_run(root, "uniform", seed, overrides=CRITIC, name="uniform-on-all", shift=-0.01)
+    path = write_report([root], tmp_path / "out")
+    return path, json.loads((tmp_path / "out" / "report.json").read_text())
+
+
+def test_controls_and_data_matched_uniform_are_labelled_and_paired(controls):
+    _, data = controls
+    variants = {v["label"]: v for v in data["variants"]}
+    # uniform first, then each method followed by its control (runs are found in path order: critic < rho1)
+    assert list(variants) == ["uniform", "uniform@all", "critic", "shuffled:critic", "rho1", "shuffled:rho1"]
+    assert {k: (v["baseline"], v["data_baseline"], v["controls"]) for k, v in variants.items()} == {
+        "uniform": (None, None, []),
+        "uniform@all": ("uniform", None, []),
+        "rho1": ("uniform", None, ["shuffled:rho1"]),
+        "shuffled:rho1": ("uniform", None, []),
+        "critic": ("uniform", "uniform@all", ["shuffled:critic"]),  # uniform, and uniform on the critic's data
+        "shuffled:critic": ("uniform", "uniform@all", []),
+    }
+
+
+def comparison(data, metric, variant, against):
+    found = [r for r in data["comparisons"] if r["metric"].startswith(metric) and r["variant"] == variant
+             and r["against_variant"] == against]
+    assert len(found) == 1, (metric, variant, against, found)
+    return found[0]
+
+
+def test_comparisons_with_controls_by_seed_have_hand_computed_deltas_min_p_and_no_mde(controls):
+    path, data = controls
+    rho1 = np.array([final_loss("rho1", s) for s in SEEDS])
+    shuffled = np.array([final_loss("shuffled", s) - 0.02 * s for s in SEEDS])
+    row = comparison(data, "validation loss", "rho1", "shuffled:rho1")
+    assert row["against"] == "control" and row["paired_by"] == "seed"
+    assert row["delta"] == pytest.approx(np.mean(rho1 - shuffled))
+    assert row["pvalue"] == pytest.approx(stats.wilcoxon(rho1 - shuffled).pvalue)
+    assert row["min_p"] == 0.0625 and row["mde"] is None  # 5 seeds: p ≥ 2/2^5 > 0.05, nothing detectable
+    critic = np.array([final_loss("critic", s) - 0.03 for s in SEEDS])
+    matched = np.array([final_loss("uniform", s) - 0.01 for s in SEEDS])
+    row = comparison(data, "validation loss", "critic", "uniform@all")
+    assert row["against"] == "uniform on the same data"
+    assert row["delta"] == pytest.approx(np.mean(critic - matched))
+    row = comparison(data, "validation loss", "critic", "shuffled:critic")
+    assert row["delta"] == pytest.approx(np.mean(critic - np.array([final_loss("uniform", s) + 0.01 * s
+                                                                    for s in SEEDS])))
+    assert comparison(data, "validation loss", "critic", "uniform")["delta"] == pytest.approx(-0.03)
+    text = path.read_text()
+    assert "The by-seed tests cannot reach p < 0.05, whatever the effect**: with n = 5 pairs the smallest p any " \
+        "outcome gives is 2/2^5 = 0.0625" in text
+    assert "The by-problem tests (n = 8 pairs) can reach p < 0.05 (down to 2/2^8 = 0.00781)" in text
+    assert "| validation loss (last logged validation, mean CE over heads) | critic | shuffled:critic (control) |" in text
+    assert "none (min p > α)" in text and "(z_{1−α/2} + z_{1−β}) · sd(d) / √(n · 3/π)" in text
+
+
+def test_by_problem_comparison_with_its_control_has_the_hand_computed_mde(controls):
+    path, data = controls
+    row = comparison(data, "synthetic pass@1, per problem", "rho1", "shuffled:rho1")
+    # rho1 passes p0..p4 (and p7 on seed 1), its control p0..p3: per-problem differences 0,0,0,0,1,0,0,0.2
+    d = np.array([0, 0, 0, 0, 1, 0, 0, 0.2])
+    assert row["paired_by"] == "problem" and row["n_pairs"] == 8 and row["n_nonzero"] == 2
+    assert row["delta"] == pytest.approx(d.mean())
+    assert row["min_p"] == pytest.approx(0.5)  # two non-zero pairs: 2/2^2
+    assert row["mde"] is None
+    row = comparison(data, "synthetic pass@1, per problem", "rho1", "uniform")
+    d = np.array([0, 0, 0, 1, 1, 0, 0, 0])  # p7 passes on seed 1 for both
+    assert row["n_nonzero"] == 2 and row["delta"] == pytest.approx(d.mean())
+
+
+def test_min_p_and_mde_at_a_reachable_n(tmp_path):
+    seeds = range(7)
+    for seed in seeds:
+        make_run(tmp_path, "uniform", seed)
+        make_run(tmp_path, "rho1", seed)
+    path = write_report([tmp_path], tmp_path / "out")
+    data = json.loads((tmp_path / "out" / "report.json").read_text())
+    row = next(r for r in data["results"] if r["metric"].startswith("validation loss") and r["variant"] == "rho1")
+    d = np.array([final_loss("rho1", s) - final_loss("uniform", s) for s in seeds])
+    assert row["min_p"] == pytest.approx(2 / 2**7)
+    assert row["mde"] == pytest.approx(Z * d.std(ddof=1) / math.sqrt(7 * 3 / math.pi))
+    assert "The by-seed tests (n = 7 pairs) can reach p < 0.05 (down to 2/2^7 = 0.0156)" in path.read_text()
+
+
+# ---- the critic's signal -------------------------------------------------------------------------------------
+
+
+def critic_eval(step: int, auc: float, low: float | None = None, high: float | None = None, **extra) -> dict:
+    row = {"kind": "critic_eval", "step": step, "val_auc_last": auc, "val_value_loss": 0.2, **extra}
+    if low is not None:
+        row |= {"val_auc_ci_low": low, "val_auc_ci_high": high}
+    return row
+
+
+def test_critic_without_signal_puts_a_warning_at_the_top(tmp_path):
+    make_run(tmp_path, "uniform", 0)
+    make_run(tmp_path, "critic", 0, overrides=CRITIC, name="critic",  # stage 1 ended without signal
+             extra_rows=(critic_eval(10, 0.62, 0.55, 0.70), critic_eval(20, 0.571, 0.466, 0.676)))
+    make_run(tmp_path, "critic", 1, overrides=CRITIC, name="critic",
+             extra_rows=(critic_eval(10, 0.5, 0.4, 0.6), critic_eval(20, 0.7, 0.61, 0.79)))  # recovered
+    make_run(tmp_path, "shuffled", 0, overrides=SHUFFLED_CRITIC, name="shuffled-of-critic",
+             extra_rows=(critic_eval(20, 0.66, 0.58, 0.74, signal=False),))  # the critic's own verdict
+    path = write_report([tmp_path], tmp_path / "out")
+    text = path.read_text()
+    warning = "**WARNING: the critic learned no signal: its weights are noise.**"
+    assert text.startswith(f"# wmtp report\n\n{warning}")
+    first = text.split("\n\n")[1]
+    assert str(tmp_path / "critic" / "seed0") in first and "AUC 0.571, 95% CI [0.466, 0.676]" in first
+    assert str(tmp_path / "shuffled-of-critic" / "seed0") in first and "in 2 run(s)" in first
+    assert str(tmp_path / "critic" / "seed1") not in first
+    assert "<b>WARNING: the critic learned no signal" in (tmp_path / "out" / "report.html").read_text()
+    data = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert [(f["variant"], f["seed"], f["ci_low"]) for f in data["critic_no_signal"]] == [
+        ("critic", 0, 0.466), ("shuffled:critic", 0, 0.58)]
+
+
+def test_no_warning_when_the_critic_has_signal_or_older_runs_lack_the_fields(tmp_path):
+    make_run(tmp_path, "uniform", 0)
+    make_run(tmp_path, "critic", 0, overrides=CRITIC, name="critic", extra_rows=(critic_eval(20, 0.7, 0.6, 0.8),))
+    make_run(tmp_path, "critic", 1, overrides=CRITIC, name="critic", extra_rows=(critic_eval(20, 0.52),))  # older
+    path = write_report([tmp_path], tmp_path / "out")
+    assert "WARNING" not in path.read_text()
+    assert json.loads((tmp_path / "out" / "report.json").read_text())["critic_no_signal"] == []

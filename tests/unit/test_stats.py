@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from wmtp.analysis.stats import bootstrap_ci, paired_wilcoxon
+from wmtp.analysis.stats import bootstrap_ci, min_attainable_p, min_p_at, paired_mde, paired_wilcoxon
 
 
 def test_bootstrap_ci_is_scipys_percentile_interval():
@@ -70,3 +70,40 @@ def test_wilcoxon_drops_zero_differences_and_handles_no_overlap():
     assert paired_wilcoxon({0: 1.0}, {0: 1.0}, paired_by="seed").pvalue == 1.0
     assert paired_wilcoxon({0: 1.0}, {1: 1.0}, paired_by="seed") is None
     assert paired_wilcoxon({0: 1.0, 1: 2.0}, {0: 0.0, 1: None}, paired_by="seed").n == 1
+
+
+def test_smallest_attainable_p_by_hand():
+    assert min_p_at(5) == 0.0625 and min_p_at(5) > 0.05  # 5 seeds can never give p < 0.05
+    assert min_p_at(6) == 2 / 2**6 and min_p_at(1) == 1.0 and min_p_at(0) == 1.0
+    assert min_p_at(8) == pytest.approx(2 / 2**8)
+    assert min_attainable_p([0.3, -0.1, 0.2, -0.5, 0.4]) == 0.0625  # the signs do not matter, only |d|
+    assert min_attainable_p([0.3, 0.0, -0.1, 0.0, 0.2]) == 2 / 2**3  # zeros are dropped: three pairs left
+    assert min_attainable_p([0.0, 0.0]) == 1.0
+    # tied |d| (discrete pass@1 differences): scipy's exact distribution up to 50 pairs (all one sign: 2/2^n) ...
+    assert min_attainable_p([0.2] * 6 + [-0.4] * 4) == 2 / 2**10
+    # ... and beyond, its normal approximation with the tie correction (average ranks 30.5 and 62.5)
+    n, tied = 64, [0.2] * 60 + [0.4] * 4
+    var = n * (n + 1) * (2 * n + 1) / 24 - ((60**3 - 60) + (4**3 - 4)) / 48
+    z = (60 * 30.5 + 4 * 62.5 - n * (n + 1) / 4) / math.sqrt(var)
+    assert min_attainable_p(tied) == pytest.approx(2 * stats.norm.sf(z), rel=1e-9)
+
+
+def test_mde_by_hand():
+    d = [0.1, 0.3, -0.2, 0.4, 0.0, 0.2]
+    sd = math.sqrt(sum((x - sum(d) / 6) ** 2 for x in d) / 5)
+    z = 1.959963984540054 + 0.8416212335729143  # z_0.975 + z_0.8
+    assert paired_mde(d) == pytest.approx(z * sd / math.sqrt(6 * 3 / math.pi))
+    assert paired_mde(d, alpha=0.01, power=0.9) == pytest.approx(
+        (2.5758293035489 + 1.2815515655446004) * sd / math.sqrt(6 * 3 / math.pi))
+    assert paired_mde([0.5]) is None and paired_mde([0.2, 0.2]) == 0.0
+
+
+def test_paired_test_carries_min_p_and_an_mde_only_when_p_below_alpha_is_reachable():
+    five = paired_wilcoxon({s: 1.0 + 0.1 * s for s in range(1, 6)}, {s: 1.0 for s in range(1, 6)}, paired_by="seed")
+    assert five.min_pvalue == 0.0625 and five.mde is None  # p < 0.05 unreachable: no effect is detectable
+    six = paired_wilcoxon({s: 1.0 + 0.1 * s for s in range(6)}, {s: 1.0 for s in range(6)}, paired_by="seed")
+    assert six.n_nonzero == 5 and six.min_pvalue == 0.0625 and six.mde is None  # one zero difference dropped
+    seven = paired_wilcoxon({s: 1.0 + 0.1 * s for s in range(1, 8)}, {s: 1.0 for s in range(1, 8)},
+                            paired_by="seed")
+    d = [0.1 * s for s in range(1, 8)]
+    assert seven.min_pvalue == pytest.approx(2 / 2**7) and seven.mde == pytest.approx(paired_mde(d))

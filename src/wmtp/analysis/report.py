@@ -2,8 +2,11 @@
 
 Reads only run directories: config.yaml, meta.json, metrics.jsonl, eval/<bench>.json, analysis/heads.json and
 model/wmtp_model.json. Each metric is shown as its mean over seeds with a 95% percentile-bootstrap interval,
-and tested against the uniform variant with the same other settings by a paired Wilcoxon signed-rank test
-(pairs: the same seed; for pass@k also the same problem).
+and tested by a paired two-sided Wilcoxon signed-rank test (pairs: the same seed; for pass@k also the same
+problem) against each of the variant's comparisons (wmtp.analysis.runs.Variant.comparisons): uniform, uniform on
+the same data, its shuffled / random controls. Every test shows its smallest attainable p and its minimum
+detectable effect (MDE; wmtp.analysis.stats). A critic run whose stage-1 validation AUC has a CI reaching 0.5
+puts a warning at the top (critic_signal).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from wmtp.analysis import plots
 from wmtp.analysis.document import Document
 from wmtp.analysis.metrics import run_metrics, target_val_loss
 from wmtp.analysis.runs import RunData, Variant, find_runs, group_variants, load_run
-from wmtp.analysis.stats import PairedTest, bootstrap_ci, paired_wilcoxon
+from wmtp.analysis.stats import ALPHA, POWER, PairedTest, bootstrap_ci, min_p_at, paired_wilcoxon
 from wmtp.eval.passk import pass_at_k
 
 
@@ -46,16 +49,23 @@ def write_report(
     target = target_loss if target_loss is not None else target_val_loss(runs)
     metrics: Metrics = {id(r): run_metrics(r, target_loss=target) for r in runs}
     doc = Document(title)
+    no_signal = critic_signal(runs)
+    if no_signal:
+        doc.paragraph(_no_signal_warning(no_signal))
     if preface:
         doc.paragraph(preface)
     data: dict[str, Any] = {
         "target_val_loss": target,
+        "critic_no_signal": no_signal,
         "variants": [{"label": v.label, "method": v.method, "seeds": v.seeds,
                       "baseline": v.baseline.label if v.baseline else None,
+                      "data_baseline": v.data_baseline.label if v.data_baseline else None,
+                      "controls": [c.label for c in v.controls],
                       "runs": [str(r.path) for r in v.runs]} for v in variants],
     }
     doc.paragraph(_overview(variants))
     data["results"] = _results_section(doc, variants, metrics)
+    data["comparisons"] = _comparisons_section(doc, variants, metrics, data["results"])
     data["efficiency"] = _efficiency_section(doc, variants, metrics, target)
     data["stability"] = _stability_section(doc, variants, metrics)
     data["localisation"] = _localisation_section(doc, variants, metrics)
@@ -78,7 +88,8 @@ def _overview(variants: list[Variant]) -> str:
             + ". Intervals: 95% percentile bootstrap of the mean over seeds (9999 resamples; none with one seed). "
             "Tests: two-sided Wilcoxon signed-rank against the uniform variant with the same other settings, "
             "paired by seed (and by problem for pass@k); zero differences are dropped, `n` counts pairs and "
-            "(in brackets) non-zero differences.")
+            "(in brackets) non-zero differences. `shuffled:X` is X's weights permuted among the batch's valid "
+            "entries (X's control); `@all` marks training on correct and incorrect records.")
 
 
 # ---- results ---------------------------------------------------------------------------------------------
@@ -99,28 +110,34 @@ def result_specs(runs: list[RunData], metrics: Metrics) -> list[MetricSpec]:
 def _results_section(doc: Document, variants: list[Variant], metrics: Metrics) -> list[dict[str, Any]]:
     runs = [r for v in variants for r in v.runs]
     doc.heading("Results (mean and 95% bootstrap CI over seeds; paired Wilcoxon vs uniform)")
-    headers = ["metric", "variant", "n", "mean", "95% CI", "Δ vs uniform (paired mean)", "Wilcoxon p", "W", "n pairs (≠0)"]
-    table, rows = [], []
+    headers = ["metric", "variant", "n", "mean", "95% CI", "Δ vs uniform (paired mean)", "Wilcoxon p", "W",
+               "n pairs (≠0)", "min p", "MDE"]
+    rows = []
     for spec in result_specs(runs, metrics):
         for v in variants:
-            by_seed = {r.seed: metrics[id(r)].get(spec.key) for r in v.runs}
-            base = None if v.baseline is None else {r.seed: metrics[id(r)].get(spec.key) for r in v.baseline.runs}
-            row = _compare(spec.label, v, by_seed, base, paired_by="seed")
-            if row is not None:
-                rows.append(row)
-            if " pass@" in spec.key:
-                problem_row = _per_problem_row(spec, v)
-                if problem_row is not None:
-                    rows.append(problem_row)
-    for row in rows:
-        table.append([row["metric"], row["variant"], str(row["n"]), _fmt(row["mean"]), _ci(row["low"], row["high"]),
-                      _fmt(row["delta"]), _fmt(row["pvalue"], 3), _fmt(row["statistic"]), row["pairs"]])
-    doc.table(headers, table)
+            rows += _metric_rows(spec, v, v.baseline, metrics, against="uniform")
+    doc.table(headers, [[row["metric"], row["variant"], str(row["n"]), _fmt(row["mean"]), _ci(row["low"], row["high"]),
+                         _fmt(row["delta"]), _fmt(row["pvalue"], 3), _fmt(row["statistic"]), row["pairs"],
+                         _fmt(row["min_p"], 3), _mde(row)] for row in rows])
     unigram = [r.heads["unigram_ce"] for r in runs if r.heads and r.heads.get("unigram_ce") is not None]
     if unigram:
         doc.paragraph(f"Reference point: a unigram model of the training targets (add-one smoothing) has held-out CE "
                       f"**{statistics.fmean(unigram):.4f}** nats on the same correct validation solutions.")
     return rows
+
+
+def _metric_rows(spec: MetricSpec, v: Variant, other: Variant | None, metrics: Metrics, *, against: str) -> list[dict]:
+    """The rows of one metric of `v` tested against `other` (kind `against`): by seed, and for pass@k also by problem."""
+    def by_seed(variant: Variant) -> dict:
+        return {r.seed: metrics[id(r)].get(spec.key) for r in variant.runs}
+
+    rows = [_compare(spec.label, v, by_seed(v), None if other is None else by_seed(other), paired_by="seed")]
+    if " pass@" in spec.key:
+        rows.append(_per_problem_row(spec, v, other))
+    out = [row for row in rows if row is not None]
+    for row in out:
+        row.update(against=against, against_variant=None if other is None else other.label)
+    return out
 
 
 def _compare(metric: str, v: Variant, values: dict, base: dict | None, *, paired_by: str) -> dict[str, Any] | None:
@@ -131,13 +148,15 @@ def _compare(metric: str, v: Variant, values: dict, base: dict | None, *, paired
     test: PairedTest | None = None if base is None else paired_wilcoxon(present, base, paired_by=paired_by)
     delta = None
     if base is not None:
-        diffs = [present[k] - base[k] for k in present if base.get(k) is not None]
+        diffs = [present[k] - base[k] for k in present if base.get(k) is not None and math.isfinite(base[k])]
         delta = statistics.fmean(diffs) if diffs else None
     return {
         "metric": metric, "variant": v.label, "n": ci.n, "mean": ci.mean, "low": ci.low, "high": ci.high,
-        "delta": delta, "test": None if test is None else test.name,
+        "delta": delta, "test": None if test is None else test.name, "paired_by": paired_by,
         "statistic": None if test is None else test.statistic, "pvalue": None if test is None else test.pvalue,
         "pairs": "" if test is None else f"{test.n} ({test.n_nonzero})",
+        "n_pairs": None if test is None else test.n, "n_nonzero": None if test is None else test.n_nonzero,
+        "min_p": None if test is None else test.min_pvalue, "mde": None if test is None else test.mde,
     }
 
 
@@ -147,7 +166,7 @@ def per_problem_pass(run: RunData, bench: str, k: int) -> dict[str, float]:
     return {p["problem_id"]: pass_at_k(p["n"], p["c"], k) for p in rows if p["n"] >= k}
 
 
-def _per_problem_row(spec: MetricSpec, v: Variant) -> dict[str, Any] | None:
+def _per_problem_row(spec: MetricSpec, v: Variant, other: Variant | None) -> dict[str, Any] | None:
     bench, key = spec.key.split(" ", 1)
     k = int(key.removeprefix("pass@"))
 
@@ -159,8 +178,97 @@ def _per_problem_row(spec: MetricSpec, v: Variant) -> dict[str, Any] | None:
     mine = mean_over_seeds(v)
     if not mine:
         return None
-    base = None if v.baseline is None else mean_over_seeds(v.baseline)
+    base = None if other is None else mean_over_seeds(other)
     return _compare(f"{spec.label}, per problem (mean over seeds)", v, mine, base, paired_by="problem")
+
+
+def _comparisons_section(doc: Document, variants: list[Variant], metrics: Metrics, results: list[dict]) -> list[dict]:
+    """Every variant against each of its comparisons (uniform rows: those of the results table), and the power of
+    the tests. Returns all comparison rows (uniform included)."""
+    runs = [r for v in variants for r in v.runs]
+    specs = result_specs(runs, metrics)
+    rows = []
+    for v in variants:
+        for kind, other in v.comparisons():
+            if kind != "uniform":
+                rows += [row for spec in specs for row in _metric_rows(spec, v, other, metrics, against=kind)]
+    doc.heading("Comparisons with uniform on the same data and with the shuffled controls (paired Wilcoxon)")
+    if rows:
+        doc.paragraph("A method against its control (`shuffled:X`: X's weights permuted among the batch's valid "
+                      "entries) isolates the link of the weights to the tokens; against uniform on the same data "
+                      "(`uniform@all`: correct + incorrect records, the critic's data) it isolates the weighting "
+                      "from the data. Δ: paired mean of variant − comparison.")
+        doc.table(["metric", "variant", "against", "n", "mean", "Δ (paired mean)", "Wilcoxon p", "W", "n pairs (≠0)",
+                   "min p", "MDE"],
+                  [[r["metric"], r["variant"], f"{r['against_variant']} ({r['against']})", str(r["n"]), _fmt(r["mean"]),
+                    _fmt(r["delta"]), _fmt(r["pvalue"], 3), _fmt(r["statistic"]), r["pairs"], _fmt(r["min_p"], 3),
+                    _mde(r)] for r in rows])
+    else:
+        doc.paragraph("No variant has a control (`shuffled:<method>`) or a uniform variant on its own data "
+                      "(`uniform@all`) among the reported runs.")
+    tested = [r for r in results if r["against_variant"] is not None] + rows
+    doc.paragraph(power_note(tested))
+    return [r for r in results if r["against_variant"] is not None] + rows
+
+
+def power_note(rows: list[dict]) -> str:
+    """What the tests can detect at their n: the MDE formula, and whether the by-seed and by-problem tests can reach
+    p < α at all (rows: report rows with paired_by, n_pairs, min_p)."""
+    text = (f"Power (α = {ALPHA} two-sided, power 1 − β = {POWER}): **min p** is the smallest p the test can "
+            "attain with its observed non-zero |differences|, when all have one sign (n ≤ 50 non-zero differences: "
+            f"exactly 2/2^n); **MDE** is the smallest true mean difference detected with probability "
+            f"{POWER}, (z_{{1−α/2}} + z_{{1−β}}) · sd(d) / √(n · 3/π) with sd(d) the sample SD of the n paired "
+            "differences and 3/π the signed-rank test's asymptotic relative efficiency to the paired t-test "
+            "(approximate for few or discrete differences); `none (min p > α)` when no effect can reach p < α.")
+    for paired_by in ("seed", "problem"):
+        tests = [r for r in rows if r.get("paired_by") == paired_by and r.get("n_pairs")]
+        if not tests:
+            continue
+        ns = sorted({r["n_pairs"] for r in tests})
+        n_text = f"n = {ns[-1]}" if len(ns) == 1 else f"n = {ns[0]}–{ns[-1]}"
+        best = min_p_at(ns[-1])
+        blocked = sum(r["min_p"] > ALPHA for r in tests)
+        if best > ALPHA:
+            text += (f" **The by-{paired_by} tests cannot reach p < {ALPHA}, whatever the effect**: with {n_text} "
+                     f"pairs the smallest p any outcome gives is 2/2^{ns[-1]} = {_fmt(best, 3)}.")
+        else:
+            text += (f" The by-{paired_by} tests ({n_text} pairs) can reach p < {ALPHA} (down to 2/2^{ns[-1]} = "
+                     f"{_fmt(best, 3)})" + (f"; {blocked} of {len(tests)} cannot with their observed zero differences"
+                                           if blocked else "") + ".")
+    return text
+
+
+def _mde(row: dict[str, Any]) -> str:
+    if row.get("min_p") is None:
+        return "—"
+    return "none (min p > α)" if row["mde"] is None else _fmt(row["mde"])
+
+
+# ---- the critic's signal ---------------------------------------------------------------------------------
+
+
+def critic_signal(runs: list[RunData]) -> list[dict[str, Any]]:
+    """Runs whose critic learned no signal: the last `critic_eval` row (the end of stage 1) has `signal` false or
+    `val_auc_ci_low` ≤ 0.5. Runs without those fields (no critic, or older runs) are not listed."""
+    out = []
+    for run in runs:
+        evals = run.kind("critic_eval")
+        if not evals:
+            continue
+        last = evals[-1]
+        low = last.get("val_auc_ci_low")
+        if last.get("signal") is False or (low is not None and low <= 0.5):
+            out.append({"run": str(run.path), "variant": run.method_spec, "seed": run.seed, "step": last.get("step"),
+                        "auc": last.get("val_auc_last"), "ci_low": low, "ci_high": last.get("val_auc_ci_high")})
+    return out
+
+
+def _no_signal_warning(found: list[dict[str, Any]]) -> str:
+    listed = "; ".join(f"`{f['run']}` ({f['variant']}, seed {f['seed']}): AUC {_fmt(f['auc'], 3)}, 95% CI "
+                       f"{_ci(f['ci_low'], f['ci_high'], 3)}" for f in found)
+    return ("**WARNING: the critic learned no signal: its weights are noise.** At the end of stage 1 the "
+            "validation AUC of V before the last token (correct vs incorrect) has a 95% bootstrap CI reaching 0.5 "
+            f"in {len(found)} run(s): {listed}. Comparisons of these runs test noise weights, not the critic.")
 
 
 # ---- efficiency and stability ----------------------------------------------------------------------------

@@ -1,7 +1,15 @@
 """Run directories as the report sees them: found on disk, loaded from their files, grouped into variants.
 
-A variant is the set of runs that differ only by seed. Its label is the weighting name plus the settings that
-vary across the reported runs (only those of its own weighting section), e.g. `rho1 (rho1.temperature=0.5)`.
+A variant is the set of runs that differ only by seed. Its label is the run's method as `wmtp sweep --methods`
+spells it (`critic`, `shuffled:critic` for a control, `uniform@all` for data.train_on=all where the method does
+not fix it) plus the settings that vary across the reported runs (only those of its own weighting sections), e.g.
+`rho1 (rho1.temperature=0.5)`.
+
+Each variant is compared with (Variant.comparisons): `baseline`, the uniform variant with the same settings
+outside `weighting` on the same data (for a method that fixes its data, like the critic's correct + incorrect
+records, uniform on the default data, correct solutions); `data_baseline`, uniform on the variant's own data when
+that is another variant (the critic's data-matched baseline, `uniform@all`); and `controls`, the control variants
+(`shuffled:<method>`, `random:<method>`) of the method with the same settings otherwise.
 """
 
 from __future__ import annotations
@@ -13,12 +21,15 @@ from typing import Any
 
 import yaml
 
+from wmtp.config import DataConfig
 from wmtp.registry import weightings
 from wmtp.train.run_dir import read_metrics
 
 # Settings that say where or how visibly a run ran, not what it computed (and each weighting's `report_ignores`).
 IGNORED_KEYS = {"seed", "run_dir", "train.progress", "train.device", "data.cache_dir"}
 HEADS_FILE = "analysis/heads.json"
+DEFAULT_TRAIN_ON = DataConfig.model_fields["train_on"].default
+SPEC_KEYS = ("weighting.name", "weighting.control_of", "data.train_on")  # shown by the method spec of the label
 
 
 class ReportError(ValueError):
@@ -49,6 +60,23 @@ class RunData:
     def n_heads(self) -> int:
         return int(self.config["model"]["n_heads"])
 
+    @property
+    def control_of(self) -> str | None:
+        """The weighting a control run resamples (None for a run that is not a control)."""
+        cls = weightings().get(self.method)
+        return self.config["weighting"].get("control_of") if cls is not None and cls.is_control else None
+
+    @property
+    def train_on(self) -> str:
+        return self.config.get("data", {}).get("train_on", DEFAULT_TRAIN_ON)
+
+    @property
+    def method_spec(self) -> str:
+        """`critic`, `shuffled:critic`, `uniform@all`: the `--methods` item that makes this run (wmtp.sweep)."""
+        spec = f"{self.method}:{self.control_of}" if self.control_of else self.method
+        fixed = "data.train_on" in implied_by_method(self.method, self.control_of)
+        return spec + (f"@{self.train_on}" if not fixed and self.train_on != DEFAULT_TRAIN_ON else "")
+
     def kind(self, name: str) -> list[dict[str, Any]]:
         return [r for r in self.rows if r.get("kind") == name]
 
@@ -56,13 +84,23 @@ class RunData:
 @dataclass
 class Variant:
     label: str
-    method: str
+    method: str  # weighting.name
     runs: list[RunData] = field(default_factory=list)
-    baseline: Variant | None = None  # the uniform variant with the same non-weighting settings
+    baseline: Variant | None = None  # uniform with the same non-weighting settings (module docstring)
+    data_baseline: Variant | None = None  # uniform on this variant's data when that is not `baseline`
+    controls: list[Variant] = field(default_factory=list)  # shuffled / random of this method, same settings
+    control_of: str | None = None  # for a control variant: the weighting it resamples
+    train_on: str = DEFAULT_TRAIN_ON
 
     @property
     def seeds(self) -> list[int]:
         return [r.seed for r in self.runs]
+
+    def comparisons(self) -> list[tuple[str, Variant]]:
+        """(kind, variant) this variant is tested against: "uniform", "uniform on the same data", "control"."""
+        out = [("uniform", self.baseline)] if self.baseline else []
+        out += [("uniform on the same data", self.data_baseline)] if self.data_baseline else []
+        return out + [("control", c) for c in self.controls]
 
 
 def is_run_dir(path: Path) -> bool:
@@ -166,35 +204,54 @@ def group_variants(runs: list[RunData]) -> list[Variant]:
     settings = [_relevant(r) for r in runs]
     keys = sorted({k for s in settings for k in s})
     # a key varies when the runs that have it disagree (a weighting's section exists only for its own runs)
-    varying = [k for k in keys if k != "weighting.name" and len({json.dumps(s[k]) for s in settings if k in s}) > 1]
+    varying = [k for k in keys if k not in SPEC_KEYS and len({json.dumps(s[k]) for s in settings if k in s}) > 1]
     variants: dict[str, Variant] = {}
     for run, s in zip(runs, settings):
         shown = [f"{k.removeprefix('weighting.')}={s[k]}" for k in varying if k in s]
-        label = run.method + (f" ({', '.join(shown)})" if shown else "")
-        variants.setdefault(label, Variant(label, run.method)).runs.append(run)
+        label = run.method_spec + (f" ({', '.join(shown)})" if shown else "")
+        variant = variants.setdefault(label, Variant(label, run.method, control_of=run.control_of,
+                                                     train_on=run.train_on))
+        variant.runs.append(run)
     for v in variants.values():
         seeds = v.seeds
         if len(set(seeds)) != len(seeds):
             dup = sorted({s for s in seeds if seeds.count(s) > 1})
             paths = ", ".join(str(r.path) for r in v.runs if r.seed in dup)
             raise ReportError(f"variant {v.label!r} has several runs with seed {dup}: {paths}; report one of them")
-    ordered = sorted(variants.values(), key=lambda v: v.method != "uniform")
-    for v in ordered:
-        v.baseline = _baseline(v, ordered)
-    return ordered
+    found = sorted(variants.values(), key=lambda v: v.method != "uniform")
+    for v in found:
+        v.baseline, v.data_baseline = _baselines(v, found)
+        if v.control_of is None:
+            mine = _control_key(v.runs[0])
+            v.controls = [c for c in found if c.control_of == v.method and _control_key(c.runs[0]) == mine]
+    ordered: list[Variant] = []  # uniform first, then each method followed by its controls
+    for v in found:
+        if v.control_of is None:
+            ordered += [v, *v.controls]
+    return ordered + [v for v in found if v not in ordered]
 
 
-def _baseline(variant: Variant, variants: list[Variant]) -> Variant | None:
-    """The uniform variant whose settings outside `weighting` equal this one's (None for uniform itself)."""
-    if variant.method == "uniform":
-        return None
+def _baselines(variant: Variant, variants: list[Variant]) -> tuple[Variant | None, Variant | None]:
+    """(baseline, data_baseline) of `variant` (module docstring): uniform variants whose settings outside
+    `weighting` and data.train_on equal this one's, on the data it asks for / on the data it trains on."""
     mine = _outside_weighting(variant.runs[0])
-    for v in variants:
-        if v.method == "uniform" and _outside_weighting(v.runs[0]) == mine:
-            return v
-    return None
+    uniform = {v.train_on: v for v in variants if v.method == "uniform" and v is not variant
+               and _outside_weighting(v.runs[0]) == mine}
+    if variant.method == "uniform":
+        return (uniform.get(DEFAULT_TRAIN_ON), None) if variant.train_on != DEFAULT_TRAIN_ON else (None, None)
+    fixed = "data.train_on" in implied_by_method(variant.method, variant.control_of)
+    baseline = uniform.get(DEFAULT_TRAIN_ON if fixed else variant.train_on)
+    same_data = uniform.get(variant.train_on)
+    return baseline, same_data if same_data is not baseline else None
 
 
 def _outside_weighting(run: RunData) -> dict[str, Any]:
-    implied = set().union(*(implied_by_method(name) for name in weightings()))
-    return {k: v for k, v in _relevant(run).items() if not k.startswith("weighting.") and k not in implied}
+    return {k: v for k, v in _relevant(run).items() if not k.startswith("weighting.") and k != "data.train_on"}
+
+
+def _control_key(run: RunData) -> dict[str, Any]:
+    """The run's settings that a control of its method shares with it: all but the spec and the control's own
+    section (data.train_on included: a control trains on its method's data)."""
+    own = f"weighting.{run.method}." if run.control_of else None
+    return {"data.train_on": run.train_on, **{k: v for k, v in _relevant(run).items() if k not in SPEC_KEYS
+                                                and not (own and k.startswith(own))}}
