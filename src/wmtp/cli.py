@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 from collections.abc import Callable
 from functools import wraps
@@ -202,30 +203,50 @@ def bench_train(
     print(json.dumps(result))
 
 
-# The options `wmtp eval` and `wmtp label` share (the fields of wmtp.eval.options.EvalOptions), declared once.
+# Options of both `wmtp eval` and `wmtp label` that each gives its own default.
 SamplesOption = Annotated[int, typer.Option(min=1, help="Samples per problem.")]
 TemperatureOption = Annotated[float, typer.Option(help="Sampling temperature (0: greedy, needs --n 1).")]
-TopPOption = Annotated[float, typer.Option(help="Nucleus sampling mass.")]
-MaxNewTokensOption = Annotated[int | None, typer.Option(min=1, help="Tokens generated per sample at most "
-                                                                  "(default: the benchmark's, 1024 for HumanEval(+), "
-                                                                  "256 otherwise).")]
-SeedOption = Annotated[int, typer.Option(help="Sampling seed.")]
-LimitOption = Annotated[int | None, typer.Option(help="Only the first N problems of each benchmark.")]
-DataFileOption = Annotated[Path | None, typer.Option(help="Local data of the benchmark (one --bench only).")]
-DatasetOption = Annotated[str | None, typer.Option(help="Or an HF hub dataset NAME[:CONFIG] (downloads; needs "
-                                                        "`datasets`).")]
-SplitOption = Annotated[str | None, typer.Option(help="Split of --dataset (default: the benchmark's).")]
-NShotOption = Annotated[int | None, typer.Option(help="Few-shot examples (default: MBPP 3, others 0).")]
-FewshotFileOption = Annotated[Path | None, typer.Option(help="GSM8K / MATH few-shot rows (a train jsonl).")]
-BenchOption = Annotated[list[str] | None, typer.Option(
-    "--bench-option", help="KEY=VALUE setting of the (single) benchmark's loader, repeatable: math style=boxed "
-    "(wmtp's earlier boxed prompt), gsm8k answer_filter=flexible-extract|last-number or seed=N.")]
-UnsafeOption = Annotated[bool, typer.Option("--unsafe", help="Run generated code WITHOUT the bwrap sandbox.")]
-TimeoutOption = Annotated[float | None, typer.Option(help="Per-program wall seconds (default: the benchmark's).")]
-WorkersOption = Annotated[int | None, typer.Option(help="Parallel sandboxed programs (default: CPU count).")]
-BatchSizeOption = Annotated[int, typer.Option(help="Prompts per generation batch.")]
 DeviceOption = Annotated[str, typer.Option(help="cpu or cuda.")]
-ProgressOption = Annotated[bool, typer.Option(help="Progress bars.")]
+
+
+def _request_options(
+    top_p: Annotated[float, typer.Option(help="Nucleus sampling mass.")] = 1.0,
+    max_new_tokens: Annotated[int | None, typer.Option(min=1, help="Tokens generated per sample at most (default: "
+                                                                  "the benchmark's, 1024 for HumanEval(+), 256 "
+                                                                  "otherwise).")] = None,
+    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    limit: Annotated[int | None, typer.Option(help="Only the first N problems of each benchmark.")] = None,
+    data_file: Annotated[Path | None, typer.Option(help="Local data of the benchmark (one --bench only).")] = None,
+    dataset: Annotated[str | None, typer.Option(help="Or an HF hub dataset NAME[:CONFIG] (downloads; needs "
+                                                     "`datasets`).")] = None,
+    split: Annotated[str | None, typer.Option(help="Split of --dataset (default: the benchmark's).")] = None,
+    n_shot: Annotated[int | None, typer.Option(help="Few-shot examples (default: MBPP 3, others 0).")] = None,
+    fewshot_file: Annotated[Path | None, typer.Option(help="GSM8K / MATH few-shot rows (a train jsonl).")] = None,
+    bench_option: Annotated[list[str] | None, typer.Option(
+        "--bench-option", help="KEY=VALUE setting of the (single) benchmark's loader, repeatable: math style=boxed "
+        "(wmtp's earlier boxed prompt), gsm8k answer_filter=flexible-extract|last-number or seed=N.")] = None,
+    unsafe: Annotated[bool, typer.Option("--unsafe", help="Run generated code WITHOUT the bwrap sandbox.")] = False,
+    timeout: Annotated[float | None, typer.Option(help="Per-program wall seconds (default: the benchmark's).")] = None,
+    workers: Annotated[int | None, typer.Option(help="Parallel sandboxed programs (default: CPU count).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Prompts per generation batch.")] = 16,
+    progress: Annotated[bool, typer.Option(help="Progress bars.")] = True,
+) -> None:
+    """The options `wmtp eval` and `wmtp label` share with the same defaults (with --n and --temperature: the
+    fields of wmtp.eval.options.EvalOptions), declared once; `_with_request_options` gives them to both."""
+
+
+def _with_request_options(command: Callable) -> Callable:
+    """`command` with the parameters of `_request_options` after its own (typer reads the signature). They reach
+    the command only through its context's params (`_eval_options(ctx.params)`), so it is called without them."""
+    shared = inspect.signature(_request_options, eval_str=True).parameters
+    own = inspect.signature(command, eval_str=True)
+
+    @wraps(command)
+    def with_options(**kwargs: Any) -> Any:
+        return command(**{key: value for key, value in kwargs.items() if key not in shared})
+
+    with_options.__signature__ = own.replace(parameters=[*own.parameters.values(), *shared.values()])  # type: ignore[attr-defined]
+    return with_options
 
 
 def _eval_options(params: dict[str, Any]) -> dict[str, Any]:
@@ -262,6 +283,7 @@ def _checked(build: Callable[[], Any]) -> Any:
 
 @app.command("eval")
 @_user_errors
+@_with_request_options
 def eval_(
     ctx: typer.Context,
     bench: Annotated[str, typer.Option(help="Comma-separated: synthetic, humaneval, humaneval_plus, mbpp, "
@@ -272,22 +294,7 @@ def eval_(
     n: SamplesOption = 1,
     k: Annotated[str, typer.Option(help="Comma-separated k of pass@k (k > n is dropped).")] = "1,10,100",
     temperature: TemperatureOption = 0.0,
-    top_p: TopPOption = 1.0,
-    max_new_tokens: MaxNewTokensOption = None,
-    seed: SeedOption = 0,
-    limit: LimitOption = None,
-    data_file: DataFileOption = None,
-    dataset: DatasetOption = None,
-    split: SplitOption = None,
-    n_shot: NShotOption = None,
-    fewshot_file: FewshotFileOption = None,
-    bench_option: BenchOption = None,
-    unsafe: UnsafeOption = False,
-    timeout: TimeoutOption = None,
-    workers: WorkersOption = None,
-    batch_size: BatchSizeOption = 16,
     device: DeviceOption = "cpu",
-    progress: ProgressOption = True,
     speculative: Annotated[bool, typer.Option("--speculative", help="Greedy self-speculative decoding with the "
                                                                    "MTP heads (same tokens, fewer forwards).")] = False,
 ) -> None:
@@ -437,6 +444,7 @@ def data_codecontests(
 
 @app.command("label")
 @_user_errors
+@_with_request_options
 def label_cmd(
     ctx: typer.Context,
     bench: Annotated[str, typer.Option(help="synthetic, humaneval, humaneval_plus, mbpp, codecontests, gsm8k "
@@ -446,23 +454,8 @@ def label_cmd(
     hf_model: Annotated[str | None, typer.Option(help="Or an HF causal LM (path or hub name).")] = None,
     n: SamplesOption = 4,
     temperature: TemperatureOption = 0.8,
-    top_p: TopPOption = 1.0,
-    max_new_tokens: MaxNewTokensOption = None,
-    seed: SeedOption = 0,
-    limit: LimitOption = None,
-    data_file: DataFileOption = None,
-    dataset: DatasetOption = None,
-    split: SplitOption = None,
-    n_shot: NShotOption = None,
-    fewshot_file: FewshotFileOption = None,
-    bench_option: BenchOption = None,
-    unsafe: UnsafeOption = False,
-    timeout: TimeoutOption = None,
-    workers: WorkersOption = None,
-    batch_size: BatchSizeOption = 16,
     chunk: Annotated[int, typer.Option(min=1, help="Problems per shard (the unit of resumption).")] = 64,
     device: DeviceOption = "cpu",
-    progress: ProgressOption = True,
 ) -> None:
     """Sample completions of a benchmark's problems and label each by execution in the sandbox (code) or by its
     answer (math): records with is_correct, resumable. Prints a JSON summary."""
