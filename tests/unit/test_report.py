@@ -232,7 +232,8 @@ def test_comparisons_with_controls_by_seed_have_hand_computed_deltas_min_p_and_n
     assert row["against"] == "control" and row["paired_by"] == "seed"
     assert row["delta"] == pytest.approx(np.mean(rho1 - shuffled))
     assert row["pvalue"] == pytest.approx(stats.wilcoxon(rho1 - shuffled).pvalue)
-    assert row["min_p"] == 0.0625 and row["mde"] is None  # 5 seeds: p ≥ 2/2^5 > 0.05, nothing detectable
+    assert row["min_p"] == 0.0625 and not row["detectable"]  # 5 seeds: p ≥ 2/2^5 > 0.05, nothing detectable
+    assert row["mde"] == pytest.approx(Z * np.std(rho1 - shuffled, ddof=1) / math.sqrt(5 * 3 / math.pi))
     critic = np.array([final_loss("critic", s) - 0.03 for s in SEEDS])
     matched = np.array([final_loss("uniform", s) - 0.01 for s in SEEDS])
     row = comparison(data, "validation loss", "critic", "uniform@all")
@@ -247,7 +248,7 @@ def test_comparisons_with_controls_by_seed_have_hand_computed_deltas_min_p_and_n
         "outcome gives is 2/2^5 = 0.0625" in text
     assert "The by-problem tests (n = 8 pairs) can reach p < 0.05 (down to 2/2^8 = 0.00781)" in text
     assert "| validation loss (last logged validation, mean CE over heads) | critic | shuffled:critic (control) |" in text
-    assert "none (min p > α)" in text and "(z_{1−α/2} + z_{1−β}) · sd(d) / √(n · 3/π)" in text
+    assert "(unreachable)" in text and "(z_{1−α/2} + z_{1−β}) · sd(d) / √(n · 3/π)" in text
 
 
 def test_by_problem_comparison_with_its_control_has_the_hand_computed_mde(controls):
@@ -257,8 +258,8 @@ def test_by_problem_comparison_with_its_control_has_the_hand_computed_mde(contro
     d = np.array([0, 0, 0, 0, 1, 0, 0, 0.2])
     assert row["paired_by"] == "problem" and row["n_pairs"] == 8 and row["n_nonzero"] == 2
     assert row["delta"] == pytest.approx(d.mean())
-    assert row["min_p"] == pytest.approx(0.5)  # two non-zero pairs: 2/2^2
-    assert row["mde"] is None
+    assert row["min_p"] == pytest.approx(0.5) and not row["detectable"]  # two non-zero pairs: 2/2^2
+    assert row["mde"] == pytest.approx(Z * d.std(ddof=1) / math.sqrt(8 * 3 / math.pi))  # zeros count in sd and n
     row = comparison(data, "synthetic pass@1, per problem", "rho1", "uniform")
     d = np.array([0, 0, 0, 1, 1, 0, 0, 0])  # p7 passes on seed 1 for both
     assert row["n_nonzero"] == 2 and row["delta"] == pytest.approx(d.mean())
@@ -273,7 +274,7 @@ def test_min_p_and_mde_at_a_reachable_n(tmp_path):
     data = json.loads((tmp_path / "out" / "report.json").read_text())
     row = next(r for r in data["results"] if r["metric"].startswith("validation loss") and r["variant"] == "rho1")
     d = np.array([final_loss("rho1", s) - final_loss("uniform", s) for s in seeds])
-    assert row["min_p"] == pytest.approx(2 / 2**7)
+    assert row["min_p"] == pytest.approx(2 / 2**7) and row["detectable"]
     assert row["mde"] == pytest.approx(Z * d.std(ddof=1) / math.sqrt(7 * 3 / math.pi))
     assert "The by-seed tests (n = 7 pairs) can reach p < 0.05 (down to 2/2^7 = 0.0156)" in path.read_text()
 

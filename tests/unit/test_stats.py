@@ -98,12 +98,15 @@ def test_mde_by_hand():
     assert paired_mde([0.5]) is None and paired_mde([0.2, 0.2]) == 0.0
 
 
-def test_paired_test_carries_min_p_and_an_mde_only_when_p_below_alpha_is_reachable():
+def test_paired_test_carries_min_p_mde_and_whether_p_below_alpha_is_reachable():
+    z = 1.959963984540054 + 0.8416212335729143
+    d = [0.1 * s for s in range(1, 6)]
     five = paired_wilcoxon({s: 1.0 + 0.1 * s for s in range(1, 6)}, {s: 1.0 for s in range(1, 6)}, paired_by="seed")
-    assert five.min_pvalue == 0.0625 and five.mde is None  # p < 0.05 unreachable: no effect is detectable
+    assert five.min_pvalue == 0.0625 and not five.detectable  # p < 0.05 unreachable: no effect is detectable
+    assert five.mde == pytest.approx(z * np.std(d, ddof=1) / math.sqrt(5 * 3 / math.pi))  # the formula's value
     six = paired_wilcoxon({s: 1.0 + 0.1 * s for s in range(6)}, {s: 1.0 for s in range(6)}, paired_by="seed")
-    assert six.n_nonzero == 5 and six.min_pvalue == 0.0625 and six.mde is None  # one zero difference dropped
+    assert six.n_nonzero == 5 and six.min_pvalue == 0.0625 and not six.detectable  # one zero difference dropped
     seven = paired_wilcoxon({s: 1.0 + 0.1 * s for s in range(1, 8)}, {s: 1.0 for s in range(1, 8)},
                             paired_by="seed")
-    d = [0.1 * s for s in range(1, 8)]
-    assert seven.min_pvalue == pytest.approx(2 / 2**7) and seven.mde == pytest.approx(paired_mde(d))
+    assert seven.min_pvalue == pytest.approx(2 / 2**7) and seven.detectable
+    assert seven.mde == pytest.approx(paired_mde([0.1 * s for s in range(1, 8)]))

@@ -157,6 +157,7 @@ def _compare(metric: str, v: Variant, values: dict, base: dict | None, *, paired
         "pairs": "" if test is None else f"{test.n} ({test.n_nonzero})",
         "n_pairs": None if test is None else test.n, "n_nonzero": None if test is None else test.n_nonzero,
         "min_p": None if test is None else test.min_pvalue, "mde": None if test is None else test.mde,
+        "detectable": None if test is None else test.detectable,
     }
 
 
@@ -219,7 +220,8 @@ def power_note(rows: list[dict]) -> str:
             f"exactly 2/2^n); **MDE** is the smallest true mean difference detected with probability "
             f"{POWER}, (z_{{1−α/2}} + z_{{1−β}}) · sd(d) / √(n · 3/π) with sd(d) the sample SD of the n paired "
             "differences and 3/π the signed-rank test's asymptotic relative efficiency to the paired t-test "
-            "(approximate for few or discrete differences); `none (min p > α)` when no effect can reach p < α.")
+            "(approximate for few or discrete differences); `(unreachable)` when min p > α: no effect is detectable at "
+            "that n, whatever the formula gives.")
     for paired_by in ("seed", "problem"):
         tests = [r for r in rows if r.get("paired_by") == paired_by and r.get("n_pairs")]
         if not tests:
@@ -227,7 +229,7 @@ def power_note(rows: list[dict]) -> str:
         ns = sorted({r["n_pairs"] for r in tests})
         n_text = f"n = {ns[-1]}" if len(ns) == 1 else f"n = {ns[0]}–{ns[-1]}"
         best = min_p_at(ns[-1])
-        blocked = sum(r["min_p"] > ALPHA for r in tests)
+        blocked = sum(not r["detectable"] for r in tests)
         if best > ALPHA:
             text += (f" **The by-{paired_by} tests cannot reach p < {ALPHA}, whatever the effect**: with {n_text} "
                      f"pairs the smallest p any outcome gives is 2/2^{ns[-1]} = {_fmt(best, 3)}.")
@@ -241,7 +243,7 @@ def power_note(rows: list[dict]) -> str:
 def _mde(row: dict[str, Any]) -> str:
     if row.get("min_p") is None:
         return "—"
-    return "none (min p > α)" if row["mde"] is None else _fmt(row["mde"])
+    return _fmt(row["mde"], 3) + ("" if row["detectable"] else " (unreachable)")
 
 
 # ---- the critic's signal ---------------------------------------------------------------------------------

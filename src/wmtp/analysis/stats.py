@@ -14,7 +14,8 @@ Power of a paired test of n differences d (two-sided, level α = 0.05, power 1 �
 The MDE is the smallest true mean difference the test detects with probability 1 − β: the paired t-test's
 normal-approximation MDE with n scaled by 3/π ≈ 0.955, the signed-rank test's asymptotic relative efficiency to
 the t-test on normal differences (Hodges & Lehmann 1956). It is approximate for small n and for discrete
-differences (per-problem pass@1), and none when the smallest attainable p exceeds α (no effect is detectable).
+differences (per-problem pass@1). When the smallest attainable p exceeds α no effect is detectable at all
+(`PairedTest.detectable` false) whatever the formula says.
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ class Interval:
 @dataclass(frozen=True)
 class PairedTest:
     """A paired two-sided test: its name, the statistic, p-value, number of pairs n and of non-zero differences,
-    the smallest p it could attain with these |differences| and its MDE (module docstring; None: undetectable)."""
+    the smallest p it could attain with these |differences|, its MDE (module docstring; None for n < 2) and
+    whether p < α is attainable at all (detectable; false: the MDE is the formula's, no effect is detectable)."""
 
     name: str
     statistic: float
@@ -53,6 +55,7 @@ class PairedTest:
     n_nonzero: int
     min_pvalue: float = 1.0
     mde: float | None = None
+    detectable: bool = False
 
 
 def bootstrap_ci(values: Sequence[float], *, confidence: float = 0.95, seed: int = 0) -> Interval:
@@ -90,11 +93,11 @@ def paired_wilcoxon(
     nonzero = int(np.count_nonzero(d))
     name = f"Wilcoxon signed-rank, two-sided, paired by {paired_by}"
     if nonzero == 0:
-        return PairedTest(name, 0.0, 1.0, len(keys), 0)
+        return PairedTest(name, 0.0, 1.0, len(keys), 0, 1.0, paired_mde(d), False)
     res = stats.wilcoxon(d, zero_method="wilcox", alternative="two-sided")
     min_p = min_attainable_p(d)
-    mde = paired_mde(d) if min_p <= ALPHA else None
-    return PairedTest(name, float(res.statistic), float(res.pvalue), len(keys), nonzero, min_p, mde)
+    return PairedTest(name, float(res.statistic), float(res.pvalue), len(keys), nonzero, min_p, paired_mde(d),
+                      min_p <= ALPHA)
 
 
 def min_attainable_p(differences: Sequence[float]) -> float:
