@@ -61,11 +61,19 @@ def save_tokenizer(tok: PreTrainedTokenizerFast, directory: str | Path) -> None:
 
 
 def load_tokenizer(path_or_name: str | Path) -> PreTrainedTokenizerFast:
-    """Load from a local directory; a string that is not an existing path is tried as a Hugging Face hub name.
+    """Load from a local directory or `.gguf` file; a string that is not an existing path is tried as a Hugging
+    Face hub name.
 
     Only a hub name can trigger a download. A path-like string (absolute, ./, ../, ~, or more than one `/`)
     that does not exist is an error, not a hub lookup.
     """
+    from wmtp.model.gguf import GGUFError, is_gguf, load_gguf_tokenizer
+
+    if is_gguf(path_or_name):
+        try:
+            return load_gguf_tokenizer(path_or_name)
+        except GGUFError as err:
+            raise DataError(f"tokenizer: {err}") from err
     path = Path(path_or_name).expanduser()
     if path.exists():
         if not (path / "tokenizer.json").is_file():

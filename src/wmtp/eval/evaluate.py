@@ -1,9 +1,9 @@
 """`wmtp eval`: load a model, load each benchmark's problems, evaluate, write ``<out>/<bench>.json``.
 
 The model is a wmtp run directory (its ``model/``, written at the end of training) or a Hugging Face causal
-LM (path or hub name; wrapped as a 1-head MTPModel, so head 1 is the model itself). Each result file is the
-benchmark's dict (``benchmark, summary, n_problems, sampling, sandbox, per_problem``) plus where the model
-and the data came from, written atomically.
+LM (path, `.gguf` file or hub name; wrapped as a 1-head MTPModel, so head 1 is the model itself). Each result
+file is the benchmark's dict (``benchmark, summary, n_problems, sampling, sandbox, per_problem``) plus where the
+model and the data came from, written atomically.
 """
 
 from __future__ import annotations

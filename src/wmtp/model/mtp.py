@@ -26,11 +26,13 @@ SUPPORTED_TRUNKS = ("llama", "mistral", "qwen2", "qwen3")
 
 @dataclass
 class TrunkContext:
-    """What every block needs besides its input: the 4-D causal mask, RoPE tables and positions."""
+    """What every block needs besides its input: the 4-D causal mask, RoPE tables and positions; and the input
+    token ids Long[B,T] (for modules that read the model's own predictions of them, e.g. the critic's surprise)."""
 
     mask: Tensor | None
     position_embeddings: tuple[Tensor, Tensor]
     position_ids: Tensor
+    input_ids: Tensor | None = None
 
 
 def packed_positions_and_mask(segment_ids: Tensor) -> tuple[Tensor, Tensor]:
@@ -65,11 +67,11 @@ class MTPModel(nn.Module):
             raise ValueError("an MTPModel needs at least one head")
         self.value_head: ValueHead | None = None  # the critic's V(s_t); see attach_value_head
 
-    def attach_value_head(self, kind: str) -> ValueHead:
+    def attach_value_head(self, kind: str, *, n_features: int = 0) -> ValueHead:
         """Add the critic's value head on the trunk output z (saved and loaded with the model); a `block` head
-        starts as a copy of the trunk's last block."""
+        starts as a copy of the trunk's last block; n_features: scalar features it also reads (ValueHead)."""
         block = copy.deepcopy(self.decoder.layers[-1]) if kind == "block" else None
-        self.value_head = ValueHead(self.trunk.config.hidden_size, kind=kind, block=block)
+        self.value_head = ValueHead(self.trunk.config.hidden_size, kind=kind, block=block, n_features=n_features)
         return self.value_head
 
     def values(self, z: Tensor, ctx: TrunkContext) -> Tensor:
@@ -125,8 +127,14 @@ class MTPModel(nn.Module):
 
     @classmethod
     def from_pretrained_trunk(cls, name_or_path: str, *, n_heads: int, head1_is_trunk_layer: bool = True) -> MTPModel:
-        """Load an HF causal LM by local path or hub name (a hub name is the user's request to download)."""
-        trunk = AutoModelForCausalLM.from_pretrained(name_or_path, attn_implementation="sdpa", dtype=torch.float32)
+        """Load an HF causal LM by local path, `.gguf` file (dequantised to fp32, `wmtp.model.gguf`) or hub name
+        (a hub name is the user's request to download)."""
+        from wmtp.model.gguf import is_gguf, load_gguf_causal_lm
+
+        if is_gguf(name_or_path):
+            trunk = load_gguf_causal_lm(name_or_path)
+        else:
+            trunk = AutoModelForCausalLM.from_pretrained(name_or_path, attn_implementation="sdpa", dtype=torch.float32)
         return cls.from_trunk(trunk, n_heads=n_heads, head1_is_trunk_layer=head1_is_trunk_layer)
 
     # ---- parts --------------------------------------------------------------------------------
@@ -181,7 +189,7 @@ class MTPModel(nn.Module):
                 cache=None,
                 position_ids=position_ids,
             )
-        ctx = TrunkContext(mask, decoder.rotary_emb(x, position_ids=position_ids), position_ids)
+        ctx = TrunkContext(mask, decoder.rotary_emb(x, position_ids=position_ids), position_ids, input_ids)
         for block in self.shared_blocks():
             x = self._run_block(block, x, ctx)
         return x, ctx

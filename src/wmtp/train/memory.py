@@ -137,10 +137,11 @@ def check_fits(estimate: MemoryEstimate, *, available: int, cfg: RunConfig) -> N
 
 def model_for_estimate(cfg: RunConfig) -> MTPModel:
     """The run's model built on the meta device (shapes only, no memory, no weights read): from config, from a
-    pretrained HF trunk's config, or from a Meta checkpoint's params.json."""
+    pretrained HF trunk's config (a `.gguf` file's metadata), or from a Meta checkpoint's params.json."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from wmtp.data.tokenizer import load_tokenizer
+    from wmtp.model.gguf import is_gguf, load_gguf_config
     from wmtp.model.lora import apply_lora
     from wmtp.model.meta_checkpoint import is_meta_checkpoint, read_params, trunk_config
 
@@ -150,7 +151,9 @@ def model_for_estimate(cfg: RunConfig) -> MTPModel:
             trunk = AutoModelForCausalLM.from_config(trunk_config(read_params(mc.pretrained)))
             model = MTPModel.from_trunk(trunk, n_heads=mc.n_heads)
         elif mc.pretrained is not None:
-            trunk = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(mc.pretrained))
+            pretrained = mc.pretrained
+            config = load_gguf_config(pretrained) if is_gguf(pretrained) else AutoConfig.from_pretrained(pretrained)
+            trunk = AutoModelForCausalLM.from_config(config)
             model = MTPModel.from_trunk(trunk, n_heads=mc.n_heads, head1_is_trunk_layer=mc.head1_is_trunk_layer)
         else:
             vocab = len(load_tokenizer(cfg.data.tokenizer)) if cfg.data.tokenizer is not None else cfg.data.vocab_size

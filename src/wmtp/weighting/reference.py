@@ -5,7 +5,8 @@ A reference is either
         head 1, i.e. next-token logits (the trunk's own when head 1 is the trunk's last block);
         identity "wmtp:<sha256 of model.safetensors>"
     an HF causal LM, a local directory (config.json): identity "hf-dir:<sha256 of config.json + weight files>",
-        or a hub name: identity "hf:<name>@<revision>" (loading it is the user's request to download).
+        or a hub name: identity "hf:<name>@<revision>" (loading it is the user's request to download)
+    a `.gguf` file (dequantised, `wmtp.model.gguf`): identity "gguf:<sha256 of the file>"
 
 ref_ce[b,j] = −log p_ref(x_j | x_<j) for every attended token j with an attended predecessor; 0 at j = 0
 (no context) and at padding.
@@ -25,6 +26,7 @@ from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 from wmtp.data.records import DataError
 from wmtp.data.tokenizer import check_same_tokenizer, load_tokenizer
 from wmtp.model.checkpoints import META_FILE, MODEL_FILE, load_model_dir
+from wmtp.model.gguf import GGUFError, is_gguf, load_gguf_causal_lm
 from wmtp.model.loss import linear_ce
 from wmtp.model.mtp import SUPPORTED_TRUNKS, MTPModel
 
@@ -37,7 +39,7 @@ class TokenizerMismatchError(DataError):
 
 @dataclass(frozen=True)
 class ReferenceSource:
-    """Where a reference lives. kind: "wmtp" (model_dir is the wmtp model directory), "hf-dir" or "hf"."""
+    """Where a reference lives. kind: "wmtp" (model_dir is the wmtp model directory), "hf-dir", "hf" or "gguf"."""
 
     spec: str
     kind: str
@@ -46,8 +48,12 @@ class ReferenceSource:
 
 
 def resolve_reference(spec: str, *, revision: str | None = None) -> ReferenceSource:
-    """Classify `spec` (run dir, wmtp model dir, HF directory or hub name); errors name the path."""
+    """Classify `spec` (run dir, wmtp model dir, HF directory, `.gguf` file or hub name); errors name the path."""
     path = Path(spec).expanduser()
+    if is_gguf(spec):
+        if not path.is_file():
+            raise DataError(f"reference {spec} does not exist")
+        return ReferenceSource(spec, "gguf", None)
     if path.is_dir():
         if (path / META_FILE).is_file():
             return ReferenceSource(spec, "wmtp", path)
@@ -82,6 +88,8 @@ def reference_identity(source: ReferenceSource) -> str:
         if not weights:
             raise DataError(f"reference {source.model_dir} has no weight files ({', '.join(HF_WEIGHT_SUFFIXES)})")
         return f"hf-dir:{_sha256_files([source.model_dir / 'config.json', *weights])[:16]}"
+    if source.kind == "gguf":
+        return f"gguf:{_sha256_files([Path(source.spec).expanduser()])[:16]}"
     return f"hf:{source.spec}@{source.revision or 'main'}"
 
 
@@ -92,7 +100,7 @@ def reference_tokenizer(source: ReferenceSource) -> PreTrainedTokenizerFast:
             if (candidate / "tokenizer.json").is_file():
                 return load_tokenizer(candidate)
         raise DataError(f"reference {source.spec} has no tokenizer ({source.model_dir / 'tokenizer'}): cannot check it")
-    return load_tokenizer(source.spec if source.kind == "hf" else source.model_dir)
+    return load_tokenizer(source.spec if source.kind in ("hf", "gguf") else source.model_dir)
 
 
 def _first_vocab_difference(a: PreTrainedTokenizerFast, b: PreTrainedTokenizerFast) -> str:
@@ -165,9 +173,15 @@ def load_reference_model(source: ReferenceSource, *, device: str | torch.device 
 def _load_reference_model(source: ReferenceSource, device: str | torch.device) -> nn.Module:
     if source.kind == "wmtp":
         return load_model_dir(source.model_dir, device=device)
-    name = str(source.model_dir) if source.kind == "hf-dir" else source.spec
-    kwargs = {"revision": source.revision} if source.kind == "hf" and source.revision else {}
-    trunk = AutoModelForCausalLM.from_pretrained(name, dtype=torch.float32, attn_implementation="sdpa", **kwargs)
+    if source.kind == "gguf":
+        try:
+            trunk = load_gguf_causal_lm(source.spec)
+        except GGUFError as err:
+            raise DataError(f"reference: {err}") from err
+    else:
+        name = str(source.model_dir) if source.kind == "hf-dir" else source.spec
+        kwargs = {"revision": source.revision} if source.kind == "hf" and source.revision else {}
+        trunk = AutoModelForCausalLM.from_pretrained(name, dtype=torch.float32, attn_implementation="sdpa", **kwargs)
     if trunk.config.model_type in SUPPORTED_TRUNKS:
         return MTPModel.from_trunk(trunk, n_heads=1).to(device)
     return trunk.to(device)
