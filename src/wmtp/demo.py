@@ -18,7 +18,7 @@ from pathlib import Path
 
 from wmtp.analysis.runs import is_run_dir
 from wmtp.config import ConfigError
-from wmtp.sweep import plan_sweep, run_sweep_with_progress
+from wmtp.sweep import SweepPlan, plan_sweep, run_sweep_with_progress
 
 DEMO_METHODS = ("uniform", "critic", "rho1", "shuffled:critic", "shuffled:rho1", "uniform@all")
 DEMO_SEEDS = 5
@@ -28,6 +28,15 @@ DEMO_OVERRIDES = ("train.max_steps=150", "train.eval_every=25", "train.ckpt_ever
 
 class DemoFailed(RuntimeError):
     """Some runs of the demo failed; the message names them (running the demo again resumes them)."""
+
+
+def plan_demo(config: str | None, overrides: list[str], *, run_dir: Path, methods: list[str], seeds: list[int],
+              base_steps: int) -> SweepPlan:
+    """The demo's sweep plan: DEMO_OVERRIDES, then the user's overrides (which win), every run in run_dir."""
+    if is_run_dir(run_dir):  # the single-run layout of earlier versions: its report would compare nothing
+        raise ConfigError(f"{run_dir} holds one run from an older `wmtp demo`; remove it or pass another --run-dir")
+    return plan_sweep(config, [*DEMO_OVERRIDES, *overrides], out_dir=run_dir, methods=methods, seeds=seeds,
+                      base_steps=base_steps)
 
 
 def run_demo(
@@ -47,10 +56,7 @@ def run_demo(
 
     started = time.perf_counter()
     run_dir = Path(run_dir)
-    if is_run_dir(run_dir):  # the single-run layout of earlier versions: its report would compare nothing
-        raise ConfigError(f"{run_dir} holds one run from an older `wmtp demo`; remove it or pass another --run-dir")
-    plan = plan_sweep(config, [*DEMO_OVERRIDES, *overrides], out_dir=run_dir, methods=methods, seeds=seeds,
-                      base_steps=base_steps)
+    plan = plan_demo(config, overrides, run_dir=run_dir, methods=methods, seeds=seeds, base_steps=base_steps)
     results = run_sweep_with_progress(plan, workers=workers, show=progress)
     failed = {name: r["error"] for name, r in results.items() if "error" in r}
     wall_s = time.perf_counter() - started
