@@ -14,7 +14,7 @@ from wmtp.data.collate import EncodedRecord
 from wmtp.model.checkpoints import CheckpointError
 from wmtp.model.mtp import MTPModel
 from wmtp.train.trainer import Trainer
-from wmtp.weighting.critic import CriticWeight
+from wmtp.weighting.critic import CriticHasNoSignal, CriticWeight
 
 VOCAB = 61
 
@@ -73,13 +73,13 @@ class CrashingCritic(CriticWeight):
 def make_trainer(cfg, crash_after: int | None = None) -> Trainer:
     torch.manual_seed(cfg.seed)
     model = MTPModel.from_config(cfg.model, vocab_size=VOCAB, pad_id=0, bos_id=1, eos_id=2)
-    model.attach_value_head(cfg.weighting.critic.value_head)
     train = make_records(30, seed=1, prefix="t")
     rate = sum(r.is_correct for r in train) / len(train)
     if crash_after is None:
         critic = CriticWeight(cfg.weighting.critic, reward_rate=rate)
     else:
         critic = CrashingCritic(cfg.weighting.critic, reward_rate=rate, crash_after=crash_after)
+    critic.attach(model)
     return Trainer(
         cfg,
         model=model,
@@ -183,8 +183,8 @@ def bug_records(n: int, seed: int, prefix: str) -> list[EncodedRecord]:
 
 
 def test_stage1_critic_separates_correct_from_incorrect_when_the_evidence_is_learnable(tmp_path):
-    """The default critic (block value head, frozen trunk) learns to rank correct above incorrect when the
-    evidence is in the prefix; on the embedded default this ranking stays far weaker (see the issue note)."""
+    """The critic (block value head, frozen trunk) learns to rank correct above incorrect when the evidence is in
+    the prefix, here a token of a random trunk (its surprise features carry no signal)."""
     cfg = make_cfg(
         tmp_path / "run", "weighting.critic.pretrain_epochs=6", "weighting.critic.pretrain_trunk_lr_scale=0",
         "weighting.critic.lr=3e-3", "train.batch_size=8", "train.eval_every=1000", "train.ckpt_every=1000",
@@ -192,12 +192,60 @@ def test_stage1_critic_separates_correct_from_incorrect_when_the_evidence_is_lea
     )
     torch.manual_seed(0)
     model = MTPModel.from_config(cfg.model, vocab_size=VOCAB, pad_id=0, bos_id=1, eos_id=2)
-    model.attach_value_head("block")
+    critic = CriticWeight(cfg.weighting.critic, reward_rate=0.5)
+    critic.attach(model)
     train = bug_records(160, seed=1, prefix="t")
     trainer = Trainer(
-        cfg, model=model, weight_fn=CriticWeight(cfg.weighting.critic, reward_rate=0.5), train_data=train,
+        cfg, model=model, weight_fn=critic, train_data=train,
         valid_data=bug_records(60, seed=2, prefix="v"), pad_id=0, run_dir=Path(cfg.run_dir),
     )
     assert trainer.validate(lm=False)["val_auc_last"] == 0.5  # V ≡ 0 before training: all ties
     trainer.weight_fn.pre_train(lambda _: None)
     assert trainer.validate(lm=False)["val_auc_last"] > 0.8
+
+
+def test_a_critic_without_signal_warns_and_marks_its_last_stage1_row(full_run, capfd, tmp_path):
+    """Random labels: the stage-1 AUC CI contains 0.5; the last critic_eval row says signal false, stderr warns."""
+    run_dir, _ = full_run
+    evals = [r for r in comparable_rows(run_dir) if r["kind"] == "critic_eval"]
+    assert all(r["val_auc_ci_low"] <= r["val_auc_last"] <= r["val_auc_ci_high"] for r in evals)
+    assert evals[-1]["signal"] is False and all("signal" not in r for r in evals[:-1])
+    make_trainer(make_cfg(tmp_path / "again", "train.max_steps=1")).train()
+    assert "WARNING: the stage-1 critic has no signal" in capfd.readouterr().err
+
+
+def test_require_signal_stops_the_run_after_stage1(tmp_path):
+    cfg = make_cfg(tmp_path / "run", "weighting.critic.require_signal=true")
+    trainer = make_trainer(cfg)
+    with pytest.raises(CriticHasNoSignal, match="does not exclude 0.5"):
+        trainer.train()
+    assert trainer.step == 0  # stage 2 never started
+    rows = comparable_rows(tmp_path / "run")
+    assert rows[-1]["kind"] == "critic_eval" and rows[-1]["signal"] is False
+
+
+@pytest.mark.parametrize("value_grad_clip", [0.01, None])
+def test_value_grad_clip_clips_the_value_head_on_its_own(tmp_path, value_grad_clip):
+    """Gradients of 1 everywhere: with value_grad_clip the value head is scaled to its clip and the rest to
+    optim.grad_clip, separately; with None one global clip scales all by the same factor. The returned norm is
+    the norm of every gradient before clipping."""
+    clip = "null" if value_grad_clip is None else value_grad_clip
+    trainer = make_trainer(make_cfg(tmp_path / "run", f"weighting.critic.value_grad_clip={clip}", "optim.grad_clip=0.5"))
+    head = {id(p) for p in trainer.model.value_head.parameters()}
+    for p in trainer.model.parameters():
+        p.grad = torch.ones_like(p)
+    n_all = sum(p.numel() for p in trainer.model.parameters())
+    norm = trainer.clip_grad_norm()
+    assert norm == pytest.approx(n_all**0.5, rel=1e-5)
+
+    def grad_norm(params):
+        return sum(p.grad.pow(2).sum().item() for p in params) ** 0.5
+
+    head_params = [p for p in trainer.model.parameters() if id(p) in head]
+    rest = [p for p in trainer.model.parameters() if id(p) not in head]
+    if value_grad_clip is None:
+        assert grad_norm(head_params + rest) == pytest.approx(0.5, rel=1e-4)
+        assert head_params[0].grad.flatten()[0].item() == pytest.approx(rest[0].grad.flatten()[0].item())
+    else:
+        assert grad_norm(head_params) == pytest.approx(value_grad_clip, rel=1e-4)
+        assert grad_norm(rest) == pytest.approx(0.5, rel=1e-4)

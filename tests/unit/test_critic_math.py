@@ -12,7 +12,15 @@ import numpy as np
 import pytest
 import torch
 
-from wmtp.weighting.critic_math import auc, explained_variance, gae, kstep_td, terminal_rewards
+from wmtp.weighting.critic_math import (
+    auc,
+    auc_bootstrap_ci,
+    explained_variance,
+    gae,
+    kstep_td,
+    running_max,
+    terminal_rewards,
+)
 
 GAMMAS = [1.0, 0.9, 0.5]
 LAMS = [0.0, 0.5, 0.95, 1.0]
@@ -162,16 +170,19 @@ def test_terminal_rewards_defaults_and_empty_row():
 
 
 def oracle_kstep(rewards, values, mask, gamma, H):
-    """Triple loop: head k at t, target j = t+k; needs tokens t+1..t+k all in the completion."""
+    """Triple loop: head k at t, target j = t+k a completion token; the window starts at s = max(t, c−1), c the
+    first completion token (a window reaching into the prompt starts at the last prompt state)."""
     B, T = mask.shape
     out = torch.zeros(B, T, H, dtype=torch.float64)
     for b, t, k in itertools.product(range(B), range(T), range(1, H + 1)):
-        if t + k >= T or not all(bool(mask[b, t + i]) for i in range(1, k + 1)):
+        j = t + k
+        if j >= T or not mask[b, j]:
             continue
-        last = last_index(mask[b])
-        disc = sum(gamma ** (i - 1) * float(rewards[b, t + i]) for i in range(1, k + 1))
-        boot = gamma**k * float(values[b, t + k]) if t + k != last else 0.0
-        out[b, t, k - 1] = disc + boot - float(values[b, t])
+        first = next(i for i in range(T) if mask[b, i])
+        s = max(t, first - 1)
+        disc = sum(gamma ** (i - s - 1) * float(rewards[b, i]) for i in range(s + 1, j + 1))
+        boot = gamma ** (j - s) * float(values[b, j]) if j != last_index(mask[b]) else 0.0
+        out[b, t, k - 1] = disc + boot - float(values[b, s])
     return out
 
 
@@ -195,14 +206,31 @@ def test_kstep_td_head1_is_one_step_delta(gamma):
 
 
 def test_kstep_td_hand_example():
-    """T=5, completion at 2..4 (γ=0.5): δ[1,2] = r2 + 0.5·r3 + 0.25·V3 − V1; δ[1,3] = r2 + 0.5·r3 + 0.25·r4 − V1."""
+    """T=5, completion at 2..4 (γ=0.5): δ[1,2] = r2 + 0.5·r3 + 0.25·V3 − V1; δ[1,3] = r2 + 0.5·r3 + 0.25·r4 − V1.
+    Head k's first k−1 targets start their window at the last prompt state s_1: δ[0,2] = δ[1,1] = r2 + 0.5·V2 − V1,
+    δ[0,3] = δ[1,2]; head 1 at t=0 predicts a prompt token (0)."""
     values = torch.tensor([[1.0, 2.0, 3.0, 4.0, 5.0]])
     rewards = torch.tensor([[0.0, 0.0, 1.0, 2.0, 4.0]])
     got = kstep_td(rewards, values, spans_mask(5, [(2, 5)]), 0.5, 3)
     assert got[0, 1, 1] == pytest.approx(1.0 + 1.0 + 1.0 - 2.0)
     assert got[0, 1, 2] == pytest.approx(1.0 + 1.0 + 1.0 - 2.0)
     assert got[0, 3, 0] == pytest.approx(4.0 - 4.0)  # last token: no bootstrap
-    assert torch.all(got[0, 0] == 0) and torch.all(got[0, 4] == 0) and got[0, 2, 2] == 0
+    assert got[0, 0, 1] == pytest.approx(1.0 + 1.5 - 2.0) and got[0, 0, 1] == got[0, 1, 0]
+    assert got[0, 0, 2] == got[0, 1, 1]
+    assert got[0, 0, 0] == 0 and torch.all(got[0, 4] == 0) and got[0, 2, 2] == 0
+
+
+def test_kstep_td_counts_every_target_the_loss_counts():
+    """Every (t,k) whose target t+k is a completion token (a valid MTP entry, counted by the normaliser) gets the
+    error of a window that starts inside the completion or at its last prompt state; no other entry is non-zero."""
+    rewards, values, mask = random_batch(7)
+    H = 4
+    got = kstep_td(rewards, values, mask, 1.0, H)
+    targets = torch.stack([torch.roll(mask, -k, dims=1) for k in range(1, H + 1)], dim=-1)
+    for k in range(1, H + 1):
+        targets[:, mask.shape[1] - k :, k - 1] = False
+    assert torch.all(got[~targets] == 0)
+    assert torch.all(got[targets] != 0)  # random values: no error is exactly 0
 
 
 def oracle_auc(scores, labels) -> float:
@@ -253,3 +281,56 @@ def test_explained_variance_special_cases():
     assert explained_variance(target.clone(), target) == pytest.approx(1.0, abs=1e-6)
     assert explained_variance(target + 4.0, target) == pytest.approx(1.0, abs=1e-6)  # a bias is not penalised
     assert explained_variance(torch.full((5,), float(target.mean())), target) == pytest.approx(0.0, abs=1e-6)
+
+
+def scored_records(n: int, seed: int, shift: float = 0.5):
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.rand(n, generator=g) < 0.4
+    return torch.randn(n, generator=g) + shift * labels, labels
+
+
+def test_auc_bootstrap_ci_is_the_percentile_interval_of_within_class_resamples():
+    """Against a loop: the same draws (positives then negatives, one generator), AUC of each resample by pairs."""
+    scores, labels = scored_records(40, seed=0)
+    scores = torch.round(scores * 4) / 4  # ties
+    low, high = auc_bootstrap_ci(scores, labels, n_resamples=60, level=0.9, seed=3)
+    pos, neg = scores[labels], scores[~labels]
+    g = torch.Generator().manual_seed(3)
+    p_idx = torch.randint(len(pos), (60, len(pos)), generator=g)
+    n_idx = torch.randint(len(neg), (60, len(neg)), generator=g)
+    aucs = []
+    for r in range(60):
+        ps, ns = pos[p_idx[r]], neg[n_idx[r]]
+        aucs.append(oracle_auc(torch.cat([ps, ns]), [True] * len(ps) + [False] * len(ns)))
+    expected = np.quantile(np.array(aucs), [0.05, 0.95])
+    assert (low, high) == pytest.approx(tuple(expected), abs=1e-9)
+
+
+def test_auc_bootstrap_ci_contains_the_estimate_and_narrows_with_n():
+    widths = []
+    for n in (60, 240, 960):
+        scores, labels = scored_records(n, seed=n)
+        low, high = auc_bootstrap_ci(scores, labels)
+        assert low < auc(scores, labels) < high
+        assert auc_bootstrap_ci(scores, labels) == (low, high)  # fixed seed: reproducible
+        widths.append(high - low)
+    assert widths[0] > widths[1] > widths[2]
+    assert widths[0] / widths[2] == pytest.approx(4.0, rel=0.35)  # ∝ 1/√n
+
+
+def test_auc_bootstrap_ci_one_class_raises():
+    with pytest.raises(ValueError, match="both classes"):
+        auc_bootstrap_ci(torch.randn(5), torch.ones(5, dtype=torch.bool))
+
+
+@pytest.mark.parametrize("features", [False, True])
+def test_running_max_over_the_mask_matches_loop(features):
+    _, values, mask = random_batch(8)
+    x = torch.stack([values, -values], dim=-1) if features else values
+    got = running_max(x, mask)
+    for b in range(mask.shape[0]):
+        peak = None
+        for i in range(mask.shape[1]):
+            if mask[b, i]:
+                peak = x[b, i] if peak is None else torch.maximum(peak, x[b, i])
+            close(got[b, i], torch.zeros_like(x[b, i]) if peak is None else peak)

@@ -62,7 +62,7 @@ def build_from_meta(meta: dict) -> MTPModel:
     trunk = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa")
     model = MTPModel.from_trunk(trunk, n_heads=meta["n_heads"], head1_is_trunk_layer=meta["head1_is_trunk_layer"])
     if meta.get("value_head") is not None:
-        model.attach_value_head(meta["value_head"]["kind"])
+        model.attach_value_head(meta["value_head"]["kind"], n_features=meta["value_head"].get("n_features", 0))
     return model
 
 

@@ -105,13 +105,14 @@ class Distributed:
         if self.sharded:
             sync_replicated_grads(model)
 
-    def clip_grad_norm(self, model: nn.Module, max_norm: float) -> float:
-        """The global gradient norm, gradients scaled to at most max_norm (torch's rule on one process)."""
-        params = [p for p in model.parameters() if p.grad is not None]
+    def clip_grad_norm(self, params: list[nn.Parameter], max_norm: float) -> float:
+        """The gradient norm of `params` (over all ranks), their gradients scaled to at most max_norm (torch's
+        rule on one process)."""
+        params = [p for p in params if p.grad is not None]
         if not params:
             return 0.0
         if self.sharded:
-            return clip_grad_norm(model, max_norm)
+            return clip_grad_norm(params, max_norm)
         return float(torch.nn.utils.clip_grad_norm_(params, max_norm))
 
     def save_checkpoint(self, checkpoints_dir: Path, **kwargs: Any) -> Path:
@@ -192,12 +193,12 @@ def sync_replicated_grads(model: nn.Module) -> None:
             dist.all_reduce(p.grad)
 
 
-def clip_grad_norm(model: nn.Module, max_norm: float) -> float:
-    """Global gradient norm over sharded and replicated parameters, then scale gradients to at most max_norm
-    (the rule of torch.nn.utils.clip_grad_norm_: coefficient max_norm / (norm + 1e-6), capped at 1)."""
-    sharded = torch.zeros((), dtype=torch.float64, device=next(model.parameters()).device)
+def clip_grad_norm(params: list[nn.Parameter], max_norm: float) -> float:
+    """Global gradient norm of `params` (sharded and replicated, non-empty), then scale their gradients to at most
+    max_norm (the rule of torch.nn.utils.clip_grad_norm_: coefficient max_norm / (norm + 1e-6), capped at 1)."""
+    sharded = torch.zeros((), dtype=torch.float64, device=params[0].device)
     replicated = torch.zeros_like(sharded)
-    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    grads = [p.grad for p in params if p.grad is not None]
     for g in grads:
         if isinstance(g, DTensor):
             sharded += g.to_local().double().pow(2).sum()

@@ -340,8 +340,15 @@ class Trainer:
         return int(batch_targets(batch, self.model.n_heads)[1].sum())
 
     def clip_grad_norm(self) -> float:
+        """Clip the gradients and return their norm before clipping, over all parameters. A parameter group with
+        a `grad_clip` of its own (a weighting's module) is clipped to it on its own and left out of the global
+        optim.grad_clip, which clips the others together."""
+        own = [g for g in self.optimizer.param_groups if g.get("grad_clip") is not None]
+        own_ids = {id(p) for g in own for p in g["params"]}
+        squares = sum(self.dist.clip_grad_norm(g["params"], g["grad_clip"]) ** 2 for g in own)
         max_norm = self.cfg.optim.grad_clip if self.cfg.optim.grad_clip is not None else float("inf")
-        return self.dist.clip_grad_norm(self.model, max_norm)
+        rest = [p for p in self.model.parameters() if id(p) not in own_ids]
+        return math.sqrt(self.dist.clip_grad_norm(rest, max_norm) ** 2 + squares)
 
     @torch.no_grad()
     def validate(self, *, lm: bool = True) -> dict[str, Any]:

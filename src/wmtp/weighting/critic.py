@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,17 +27,20 @@ from torch import Tensor
 
 from wmtp.model.checkpoints import CheckpointError
 from wmtp.model.mtp import MTPModel, TrunkContext
+from wmtp.model.value_head import ValueHead
 from wmtp.registry import register_weighting
 from wmtp.train.state import sha256_file
 from wmtp.weighting.base import NoOptions, RunContext, WeightFn
 from wmtp.weighting.critic_math import (
     RunningMoments,
     auc,
+    auc_bootstrap_ci,
     discounted_sums,
     explained_variance,
     gae,
     kstep_td,
     last_completion_token,
+    running_max,
     shift_left,
     shift_right,
     td_errors,
@@ -47,23 +51,42 @@ if TYPE_CHECKING:
     from wmtp.train.trainer import Trainer
 
 ANCHOR_FILE = "critic_anchor.safetensors"
+SURPRISE_FEATURES = 2  # next_token_surprise: surprise, excess surprise
+
+
+@torch.no_grad()
+def next_token_surprise(model: MTPModel, z: Tensor, ctx: TrunkContext, *, chunk_tokens: int = 4096) -> Tensor:
+    """Float[B,T,2]: at position j ≥ 1, head 1's surprise s_j = −log p(x_j | x_<j) and its excess over the
+    prediction's entropy, s_j − H(p(·|x_<j)); 0 at j = 0. z: Float[B,T,D]; ctx must carry input_ids. Logits are
+    computed chunk_tokens positions at a time."""
+    h, ids = model.head_hidden(1, z, ctx), ctx.input_ids
+    B, T, _ = h.shape
+    out = torch.zeros(B, T, SURPRISE_FEATURES, dtype=torch.float32, device=h.device)
+    step = max(1, chunk_tokens // B)
+    for start in range(0, T - 1, step):
+        end = min(start + step, T - 1)
+        logp = torch.log_softmax((h[:, start:end] @ model.unembed.T).float(), dim=-1)  # predicts start+1..end
+        surprise = -logp.gather(-1, ids[:, start + 1 : end + 1, None]).squeeze(-1)
+        entropy = -(logp.exp() * logp).sum(dim=-1)
+        out[:, start + 1 : end + 1] = torch.stack([surprise, surprise - entropy], dim=-1)
+    return out
 
 
 class CriticConfig(NoOptions):
     """Verifiable-critic weighting (DESIGN §7; `wmtp.weighting.critic`): value head, TD/GAE weights, two stages."""
 
     mode: Literal["abs_td", "exp_adv", "kstep"] = Field(
-        "abs_td",
-        description="Weight of (t,k) from target token j=t+k: abs_td = |δ_j| (the proposal); exp_adv = "
-        "min(exp(Â_j/β), w_max) with Â whitened by running moments (AWR); "
-        "kstep = |r + γ^k·V(s_{t+k}) − V(s_t)|.",
+        "exp_adv",
+        description="Weight of (t,k) from target token j=t+k: exp_adv = min(exp(Â_j/β), w_max) with Â whitened by "
+        "running moments (AWR; a token that lowers the chance of success gets a low weight); abs_td = |δ_j| (the "
+        "proposal; largest at a bug); kstep = |k-step TD error| (critic_math.kstep_td).",
     )
     gamma: float = Field(1.0, gt=0, le=1, description="Discount γ per token.")
     lam: float = Field(0.95, ge=0, le=1, description="GAE λ (stage-2 advantages and value targets).")
     reward_correct: float = Field(1.0, description="Terminal reward of a correct solution (on its last token).")
     reward_incorrect: float = Field(0.0, description="Terminal reward of an incorrect solution (0 or −1).")
     reward_norm: Literal["none", "zscore"] = Field(
-        "none", description="zscore: standardise terminal rewards with the training records' mean and std."
+        "zscore", description="zscore: standardise terminal rewards with the training records' mean and std."
     )
     beta: float = Field(1.0, gt=0, description="exp_adv temperature β.")
     w_max: float = Field(20.0, gt=0, description="exp_adv cap on a raw weight.")
@@ -75,8 +98,14 @@ class CriticConfig(NoOptions):
         description="Value head on the trunk output z: RMSNorm then linear, a 2-layer MLP, or a causal transformer "
         "block (a copy of the trunk's last block) then linear, which can pool evidence over the prefix.",
     )
+    value_features: Literal["none", "surprise"] = Field(
+        "surprise",
+        description="surprise: V(s_i) also reads, linearly, the running maximum over the completion tokens j ≤ i "
+        "of the model's own head-1 surprise −log p(x_j|x_<j) and of its excess over the prediction's entropy "
+        "(an unlikely token is where a solution most often breaks); none: z alone.",
+    )
     lr: float = Field(1e-3, gt=0, description="Value-head learning rate (stage 2 follows the main schedule's shape).")
-    pretrain_epochs: float = Field(0.5, ge=0, description="Stage 1 (critic pre-training) length in epochs.")
+    pretrain_epochs: float = Field(1.0, ge=0, description="Stage 1 (critic pre-training) length in epochs.")
     pretrain_target: Literal["mc", "lambda"] = Field(
         "mc", description="Stage-1 value targets: Monte-Carlo returns or λ-returns."
     )
@@ -93,29 +122,62 @@ class CriticConfig(NoOptions):
     lm_on_incorrect: bool = Field(
         True, description="Incorrect records carry LM loss (with their weights); false: weight 0 on them."
     )
+    value_trunk_grad: bool = Field(
+        False, description="Stage 2: the value loss back-propagates into the trunk (true) or only into the value "
+        "head, on a detached z (false: the trunk learns from the weighted MTP loss alone, as in a uniform run)."
+    )
+    value_grad_clip: float | None = Field(
+        1.0, gt=0, description="Gradient-norm clip of the value head's parameters on their own (they then leave "
+        "the global optim.grad_clip); None: they share the global clip."
+    )
+    require_signal: bool = Field(
+        False, description="Stop the run (CriticHasNoSignal) when the stage-1 critic's validation AUC CI does not "
+        "exclude 0.5; false: a loud warning and `signal: false` in the last critic_eval row."
+    )
+
+
+class CriticHasNoSignal(RuntimeError):
+    """The stage-1 critic's validation AUC CI does not exclude chance (weighting.critic.require_signal=true)."""
 
 
 @dataclass
 class CriticEval:
     """Validation accumulator: value predictions V(s_{j−1}) and Monte-Carlo returns on completion tokens,
-    the prediction before each row's last token with its label, and |V − V_anchor| when an anchor exists."""
+    the prediction before each row's last token with its label, and |V − V_anchor| when an anchor exists.
+    With ground truth (batch["decisive"], batch["has_spans"]): on the completion tokens j of incorrect annotated
+    records, −Â_j and |δ_j| and whether j is decisive."""
 
     preds: list[Tensor] = field(default_factory=list)
     targets: list[Tensor] = field(default_factory=list)
     last_scores: list[Tensor] = field(default_factory=list)
     labels: list[Tensor] = field(default_factory=list)
     drift: list[Tensor] = field(default_factory=list)
+    loc_neg_adv: list[Tensor] = field(default_factory=list)
+    loc_abs_td: list[Tensor] = field(default_factory=list)
+    loc_decisive: list[Tensor] = field(default_factory=list)
 
     def result(self, prefix: str = "val_") -> dict[str, float]:
+        """value_loss, explained_var, auc_last with its 95% bootstrap CI (auc_ci_low/high; records resampled
+        within class, seed 0), drift; loc_auc_neg_adv / loc_auc_abs_td: ROC AUC of −Â_j / |δ_j| for decisive vs
+        other completion tokens of incorrect annotated records (nan without both kinds of tokens)."""
         preds, targets = torch.cat(self.preds), torch.cat(self.targets)
         scores, labels = torch.cat(self.last_scores), torch.cat(self.labels)
+        both = 0 < labels.sum() < len(labels)
+        low, high = auc_bootstrap_ci(scores, labels) if both else (math.nan, math.nan)
         out = {
             f"{prefix}value_loss": (preds - targets).pow(2).mean().item(),
             f"{prefix}explained_var": explained_variance(preds, targets),
-            f"{prefix}auc_last": auc(scores, labels) if 0 < labels.sum() < len(labels) else math.nan,
+            f"{prefix}auc_last": auc(scores, labels) if both else math.nan,
+            f"{prefix}auc_ci_low": low,
+            f"{prefix}auc_ci_high": high,
         }
         if self.drift:
             out[f"{prefix}drift"] = torch.cat(self.drift).mean().item()
+        if self.loc_decisive:
+            decisive = torch.cat(self.loc_decisive)
+            has_both = 0 < decisive.sum() < len(decisive)
+            for name, parts in (("neg_adv", self.loc_neg_adv), ("abs_td", self.loc_abs_td)):
+                out[f"{prefix}loc_auc_{name}"] = auc(torch.cat(parts), decisive) if has_both else math.nan
         return out
 
 
@@ -148,6 +210,7 @@ class CriticWeight(WeightFn):
         self.stage_steps = 0  # stage-1 length (set by bind)
         self.stage_step = 0  # stage-1 optimizer steps taken
         self.anchor_sha256: str | None = None
+        self.value_head: ValueHead | None = None  # set by attach
 
     def set_reward_rate(self, reward_rate: float | None) -> None:
         """Terminal rewards of correct / incorrect records (z-scored with the correct rate `reward_rate`)."""
@@ -164,14 +227,18 @@ class CriticWeight(WeightFn):
     # ---- run hooks ----------------------------------------------------------------------------------------
 
     def attach(self, model: MTPModel) -> None:
-        model.attach_value_head(self.cfg.value_head)
+        n_features = SURPRISE_FEATURES if self.cfg.value_features == "surprise" else 0
+        self.value_head = model.attach_value_head(self.cfg.value_head, n_features=n_features)
 
     def param_groups(self, model: MTPModel) -> list[dict[str, Any]]:
         """The value head: no decay, its own peak lr `weighting.critic.lr` (stage 2 follows the schedule's shape)."""
         if model.value_head is None:
             return []
-        return [{"params": list(model.value_head.parameters()), "weight_decay": 0.0, "name": "value",
-                 "peak_lr": self.cfg.lr}]
+        group = {"params": list(model.value_head.parameters()), "weight_decay": 0.0, "name": "value",
+                 "peak_lr": self.cfg.lr}
+        if self.cfg.value_grad_clip is not None:  # clipped on its own, outside the global clip (Trainer)
+            group["grad_clip"] = self.cfg.value_grad_clip
+        return [group]
 
     def prepare(self, run: RunContext) -> None:
         if self.reward_correct is None:
@@ -179,13 +246,35 @@ class CriticWeight(WeightFn):
 
     def bind(self, trainer: Trainer) -> None:
         if trainer.model.value_head is None:
-            raise ValueError("the critic weighting needs a model with a value head (MTPModel.attach_value_head)")
-        self.trainer = trainer
+            raise ValueError("the critic weighting needs a model with a value head (CriticWeight.attach)")
+        n_features = SURPRISE_FEATURES if self.cfg.value_features == "surprise" else 0
+        if trainer.model.value_head.n_features != n_features:
+            raise ValueError(f"value_features={self.cfg.value_features} needs a value head reading {n_features} "
+                             f"features; the model's reads {trainer.model.value_head.n_features} (CriticWeight.attach)")
+        self.trainer, self.value_head = trainer, trainer.model.value_head
         tc = trainer.cfg.train
         self.stage_steps = math.ceil(self.cfg.pretrain_epochs * len(trainer.train_data) / (tc.batch_size * tc.grad_accum))
 
     def forward(self, model: MTPModel, z: Tensor, ctx: TrunkContext) -> dict[str, Tensor]:
-        return {"values": model.values(z, ctx)}  # [B,T]
+        """The value head's outputs (`head_outputs`) on a detached z unless value_trunk_grad (stage 2's value
+        loss then reaches the trunk, under the trunk's gradient clip)."""
+        return self.head_outputs(model, z, ctx, trunk_grad=self.cfg.value_trunk_grad)
+
+    def head_outputs(self, model: MTPModel, z: Tensor, ctx: TrunkContext, *, trunk_grad: bool) -> dict[str, Tensor]:
+        """{"values": the value head's V_z(s_i) Float[B,T] on z (detached unless trunk_grad)} and, with
+        value_features=surprise, {"surprise": Float[B,T,2]} (next_token_surprise, no grad); `values` combines them."""
+        out = {"values": model.values(z if trunk_grad else z.detach(), ctx)}
+        if self.cfg.value_features == "surprise":
+            out["surprise"] = next_token_surprise(model, z.detach(), ctx)
+        return out
+
+    def values(self, outputs: dict[str, Tensor], batch: dict[str, Any]) -> Tensor:
+        """V(s_i) Float[B,T] = V_z(s_i) + uᵀ·f_i, f_i the running maximum of outputs["surprise"] over the
+        completion tokens j ≤ i (0 before the completion); V_z alone when outputs carry no surprise."""
+        if "surprise" not in outputs:
+            return outputs["values"]
+        features = running_max(outputs["surprise"], batch["loss_mask"].bool())
+        return outputs["values"] + self.value_head.feature_values(features)
 
     # ---- pieces -------------------------------------------------------------------------------------------
 
@@ -215,9 +304,20 @@ class CriticWeight(WeightFn):
     def weights(
         self, batch: dict[str, Any], valid: Tensor, ce: Tensor | None, outputs: dict[str, Tensor]
     ) -> Tensor:
-        """Raw weights Float[B,T,H] ≥ 0 for the heads' targets j = t+k (training: updates the running moments)."""
+        """Raw weights Float[B,T,H] ≥ 0 for the heads' targets j = t+k (training: exp_adv updates the running
+        moments first, then whitens with them)."""
+        return self.raw_weights(batch, valid, outputs, update=True)
+
+    def validation_weights(
+        self, batch: dict[str, Any], valid: Tensor, ce: Tensor | None, outputs: dict[str, Tensor]
+    ) -> Tensor:
+        """The weights of `weights` without state changes: exp_adv whitens with the current running moments."""
+        return self.raw_weights(batch, valid, outputs, update=False)
+
+    def raw_weights(self, batch: dict[str, Any], valid: Tensor, outputs: dict[str, Tensor], *, update: bool) -> Tensor:
+        """Raw weights Float[B,T,H]; update: fold the batch's advantages into the running moments and set stats()."""
         cfg, H = self.cfg, valid.shape[-1]
-        values, mask = outputs["values"].detach().float(), batch["loss_mask"].bool()
+        values, mask = self.values(outputs, batch).detach().float(), batch["loss_mask"].bool()
         rewards = self.rewards(batch)
         delta = td_errors(rewards, values, mask, cfg.gamma)
         advantages = discounted_sums(delta, mask, cfg.gamma * cfg.lam)  # = gae(...)[0], sharing δ
@@ -226,12 +326,15 @@ class CriticWeight(WeightFn):
         else:
             if cfg.mode == "abs_td":
                 per_token = delta.abs()
-            else:  # exp_adv (AWR): whitened by running moments, never updated outside training
-                self.moments.update(advantages[mask])
+            else:  # exp_adv (AWR): whitened by running moments, updated by training calls only
+                if update:
+                    self.moments.update(advantages[mask])
                 per_token = torch.exp(self.moments.whiten(advantages) / cfg.beta).clamp(max=cfg.w_max)
             weights = torch.stack([shift_left(per_token, k) for k in range(1, H + 1)], dim=-1)
         if not cfg.lm_on_incorrect:
             weights = weights * batch["is_correct"].bool()[:, None, None]
+        if not update:
+            return weights.detach()
         adv = advantages[mask]
         self._stats = {
             "adv_mean": adv.mean().item() if adv.numel() else 0.0,
@@ -272,8 +375,10 @@ class CriticWeight(WeightFn):
     def aux_loss(
         self, batch: dict[str, Any], outputs: dict[str, Tensor], *, n_tokens: int
     ) -> tuple[Tensor, dict[str, float]]:
-        """Stage 2: value_coef × value loss (its gradient reaches the value head and, through z, the trunk)."""
-        loss = self.value_loss(outputs["values"], batch, stage=2, n_positions=n_tokens)
+        """Stage 2: value_coef × value loss. Its gradient reaches the value head and, with value_trunk_grad, the
+        trunk through z (then under the global gradient clip with the MTP loss's); the value head's parameters
+        have their own clip value_grad_clip unless it is None."""
+        loss = self.value_loss(self.values(outputs, batch), batch, stage=2, n_positions=n_tokens)
         return self.cfg.value_coef * loss, {"value_loss": loss.item()}
 
     # ---- validation ---------------------------------------------------------------------------------------
@@ -281,9 +386,9 @@ class CriticWeight(WeightFn):
     @torch.no_grad()
     def accumulate_eval(self, acc: CriticEval, values: Tensor, batch: dict[str, Any]) -> None:
         """Add one validation batch (values: Float[B,T]) to `acc`; reads no running state and changes none."""
-        mask = batch["loss_mask"].bool()
-        values = values.float()
-        _, mc_returns = gae(self.rewards(batch), values, mask, self.cfg.gamma, 1.0)
+        cfg, mask = self.cfg, batch["loss_mask"].bool()
+        values, rewards = values.float(), self.rewards(batch)
+        _, mc_returns = gae(rewards, values, mask, cfg.gamma, 1.0)
         prev = shift_right(values)
         acc.preds.append(prev[mask].cpu())
         acc.targets.append(mc_returns[mask].cpu())
@@ -294,12 +399,20 @@ class CriticWeight(WeightFn):
         anchor = self.anchor_values(batch)
         if anchor is not None:
             acc.drift.append((prev - shift_right(anchor))[mask].abs().cpu())
+        if "decisive" in batch and "has_spans" in batch:
+            rows = batch["has_spans"].bool() & ~batch["is_correct"].bool()
+            tokens = mask & rows[:, None]
+            delta = td_errors(rewards, values, mask, cfg.gamma)
+            advantages = discounted_sums(delta, mask, cfg.gamma * cfg.lam)
+            acc.loc_neg_adv.append((-advantages)[tokens].cpu())
+            acc.loc_abs_td.append(delta.abs()[tokens].cpu())
+            acc.loc_decisive.append(batch["decisive"].bool()[tokens].cpu())
 
     def eval_start(self) -> CriticEval:
         return CriticEval()
 
     def eval_batch(self, acc: CriticEval, batch: dict[str, Any], outputs: dict[str, Tensor]) -> None:
-        self.accumulate_eval(acc, outputs["values"], batch)
+        self.accumulate_eval(acc, self.values(outputs, batch), batch)
 
     def eval_result(self, acc: CriticEval) -> dict[str, float]:
         return acc.result()
@@ -315,17 +428,38 @@ class CriticWeight(WeightFn):
         tc = tr.cfg.train
         while self.stage_step < self.stage_steps:
             row = self.stage1_step()
-            if self.stage_step % tc.log_every == 0 or self.stage_step == self.stage_steps:
+            last = self.stage_step == self.stage_steps
+            if self.stage_step % tc.log_every == 0 or last:
                 tr.metrics.write(row)
-            if self.stage_step % tc.eval_every == 0 or self.stage_step == self.stage_steps:
-                tr.metrics.write({"kind": "critic_eval", "step": self.stage_step, **tr.validate(lm=False)})
-            if self.stage_step == self.stage_steps:
+            if self.stage_step % tc.eval_every == 0 or last:
+                evaluation = {"kind": "critic_eval", "step": self.stage_step, **tr.validate(lm=False)}
+                if last:
+                    evaluation["signal"] = evaluation["val_auc_ci_low"] > 0.5  # False for nan
+                tr.metrics.write(evaluation)
+                if last and not evaluation["signal"]:
+                    self.no_signal(evaluation)
+            if last:
                 self.write_anchor()
             if self.stage_step % tc.ckpt_every == 0 or self.stage_step == self.stage_steps:
                 tr.save()
             report(f"critic {row['value_loss']:.3f}")
         if self.anchor_sha256 is None:  # pretrain_epochs=0: the initial critic is the anchor
             self.write_anchor()
+
+    def no_signal(self, evaluation: dict[str, Any]) -> None:
+        """The stage-1 critic does not beat chance: a loud warning on stderr, or CriticHasNoSignal when
+        require_signal (after its critic_eval row is written)."""
+        message = (
+            f"the stage-1 critic has no signal: validation AUC of V before the last token "
+            f"{evaluation['val_auc_last']:.3f}, 95% bootstrap CI [{evaluation['val_auc_ci_low']:.3f}, "
+            f"{evaluation['val_auc_ci_high']:.3f}] does not exclude 0.5 (chance); its weights are noise. Train it "
+            "longer (weighting.critic.pretrain_epochs), from a better base model, or on more validation records."
+        )
+        if self.cfg.require_signal:
+            self.trainer.metrics.flush()
+            raise CriticHasNoSignal(message + " (weighting.critic.require_signal=true stops the run)")
+        bar = "!" * 100
+        print(f"{bar}\nWARNING: {message}\n{bar}", file=sys.stderr, flush=True)
 
     def stage1_step(self) -> dict[str, Any]:
         """One stage-1 optimizer step: value loss on grad_accum micro-batches (targets per pretrain_target)."""
@@ -334,7 +468,8 @@ class CriticWeight(WeightFn):
         tr.set_lr(trunk_lr, by_name={"value": cfg.lr})
 
         def loss(batch: dict[str, Any], z: Tensor, ctx: TrunkContext, n_tokens: int) -> Tensor:
-            return self.value_loss(tr.model.values(z, ctx), batch, stage=1, n_positions=n_tokens)
+            values = self.values(self.head_outputs(tr.model, z, ctx, trunk_grad=trunk_lr > 0), batch)
+            return self.value_loss(values, batch, stage=1, n_positions=n_tokens)
 
         total, grad_norm = tr.aux_step(loss, trunk_grad=trunk_lr > 0)
         self.stage_step += 1
@@ -359,7 +494,7 @@ class CriticWeight(WeightFn):
         for batch in tr.batches(records):
             with tr.autocast():
                 z, ctx = tr.model.trunk_forward(batch["input_ids"], batch["attention_mask"])
-            values = tr.model.values(z, ctx).cpu()  # outside autocast, as in training and validation
+            values = self.values(self.head_outputs(tr.model, z, ctx, trunk_grad=False), batch).cpu()
             mask = batch["attention_mask"].bool().cpu()
             for b, record_id in enumerate(batch["ids"]):
                 anchors[record_id] = values[b][mask[b]].contiguous()

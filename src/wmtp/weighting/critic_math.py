@@ -41,6 +41,14 @@ def last_completion_token(mask: Tensor) -> Tensor:
     return mask & ~following
 
 
+def running_max(x: Tensor, mask: Tensor) -> Tensor:
+    """out[b,i] = max over the masked j ≤ i of x[b,j] (elementwise over trailing feature dims), 0 before the row's
+    first masked position. x: Float[B,T] or Float[B,T,F]; mask: Bool[B,T]."""
+    m = mask.bool().reshape(mask.shape + (1,) * (x.dim() - 2))
+    peak = torch.cummax(torch.where(m, x, -math.inf), dim=1).values
+    return torch.where(m.cumsum(dim=1) > 0, peak, 0.0)
+
+
 def terminal_rewards(
     is_correct: Tensor, mask: Tensor, *, reward_correct: float = 1.0, reward_incorrect: float = 0.0
 ) -> Tensor:
@@ -80,16 +88,31 @@ def discounted_sums(delta: Tensor, mask: Tensor, discount: float) -> Tensor:
 
 
 def kstep_td(rewards: Tensor, values: Tensor, mask: Tensor, gamma: float, n_heads: int) -> Tensor:
-    """The proposal's k-step TD error per head, Float[B,T,H]: for target j = t+k with t+1..t+k completion tokens,
-    δ[t,k] = Σ_{i=1..k} γ^{i−1} r_{t+i} + γ^k·V(s_{t+k})·[t+k not last] − V(s_t); 0 elsewhere."""
+    """The proposal's k-step TD error per head, Float[B,T,H]: head k at position t, target j = t+k (a completion
+    token), its window starting at s = max(t, c−1), c the row's first completion token:
+    δ[t,k] = Σ_{i=s+1..j} γ^{i−s−1} r_i + γ^{j−s}·V(s_j)·[j not last] − V(s_s); 0 where j is not a completion token.
+    For t ≥ c−1 this is the k-step error of the proposal; a window that starts in the prompt (t < c−1, the first
+    k−1 targets of head k) starts at the last prompt state s_{c−1} instead, as the prompt holds no reward and no
+    decision: δ[t,k] = δ[c−1, j−c+1], the (j−c+1)-step error of the same target. So every valid target has a
+    weight (none is 0 while counted in the normaliser's denominator)."""
     mask = mask.bool()
+    B, T = mask.shape
     bootstrap = torch.where(last_completion_token(mask), 0.0, values)
     starts_in = shift_left(mask, 1)  # t+1 is a completion token
-    out, reward_sum = [], torch.zeros_like(values)
-    for k in range(1, n_heads + 1):
+    windows, reward_sum = [], torch.zeros_like(values)
+    for k in range(1, n_heads + 1):  # windows inside the completion: t+1..t+k all completion tokens
         reward_sum = reward_sum + gamma ** (k - 1) * shift_left(rewards, k)
         delta = reward_sum + gamma**k * shift_left(bootstrap, k) - values
-        out.append(torch.where(starts_in & shift_left(mask, k), delta, 0.0))
+        windows.append(torch.where(starts_in & shift_left(mask, k), delta, 0.0))
+    inside = torch.stack(windows, dim=-1)  # [B,T,H]
+    first = mask.long().argmax(dim=1)  # c per row (0 for an empty row, whose mask is all False)
+    from_prompt = inside[torch.arange(B, device=mask.device), (first - 1).clamp(min=0)]  # [B,H]: δ[c−1, ·]
+    pos = torch.arange(T, device=mask.device)[None, :]
+    out = []
+    for k in range(1, n_heads + 1):
+        early = (pos < (first - 1)[:, None]) & shift_left(mask, k)  # [B,T]: window starts in the prompt
+        horizon = (pos + k - first[:, None]).clamp(0, n_heads - 1)  # j − c, the 0-based head of δ[c−1, j−c+1]
+        out.append(torch.where(early, from_prompt.gather(1, horizon), inside[..., k - 1]))
     return torch.stack(out, dim=-1)
 
 
@@ -108,6 +131,27 @@ def explained_variance(pred: Tensor, target: Tensor) -> float:
     if var == 0:
         return math.nan
     return float(1 - (target.double() - pred.double()).var(unbiased=False) / var)
+
+
+def auc_bootstrap_ci(
+    scores: Tensor, labels: Tensor, *, level: float = 0.95, n_resamples: int = 2000, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile bootstrap CI of `auc(scores, labels)` (1-D, one entry per record): each of n_resamples
+    resamples draws the positive and the negative records with replacement within their class (stratified, so
+    every resample has both classes and the class counts of the data), from a generator seeded with `seed`; the
+    CI is the (1−level)/2 and (1+level)/2 quantiles of the resampled AUCs."""
+    labels = labels.bool().cpu()
+    pos, neg = scores.double().cpu()[labels], scores.double().cpu()[~labels]
+    if len(pos) == 0 or len(neg) == 0:
+        raise ValueError(f"AUC needs both classes; got {len(pos)} positive and {len(neg)} negative")
+    g = torch.Generator().manual_seed(seed)
+    p = pos[torch.randint(len(pos), (n_resamples, len(pos)), generator=g)]
+    n = neg[torch.randint(len(neg), (n_resamples, len(neg)), generator=g)].sort(dim=1).values
+    below = torch.searchsorted(n, p, side="left")  # negatives < p, per resample
+    ties = torch.searchsorted(n, p, side="right") - below
+    aucs = (below + 0.5 * ties).sum(dim=1).double() / (len(pos) * len(neg))
+    low, high = torch.quantile(aucs, torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64))
+    return float(low), float(high)
 
 
 # ---- running statistics ---------------------------------------------------------------------------------
