@@ -1,5 +1,5 @@
 """What a problem template is: a `Spec` (one random instance of a template) and a `Template` (how to draw one),
-with the name pools and random values the templates draw from."""
+with the name pools and random values the templates draw from and `code`, how they write a multi-line body."""
 
 from __future__ import annotations
 
@@ -57,6 +57,12 @@ def family(name: str, *templates: tuple[Callable[[random.Random], Spec], str]) -
 def as_completion(body: str) -> str:
     """An unindented body as a completion: indented under the signature, ending in a newline."""
     return textwrap.indent(body, "    ") + "\n"
+
+
+def code(block: str) -> str:
+    """A body written as an indented triple-quoted block: dedented, without the line breaks after the opening
+    and before the closing quotes."""
+    return textwrap.dedent(block).strip("\n")
 
 
 def rand_ints(rng: random.Random, lo_len: int, hi_len: int, lo: int = -9, hi: int = 9) -> list[int]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from wmtp.data.synthetic.spec import INT_NAMES, Spec, family
+from wmtp.data.synthetic.spec import INT_NAMES, Spec, code, family
 from wmtp.data.synthetic.templates.bodies import counted, totalled
 
 
@@ -12,7 +12,12 @@ def _add_k(rng: random.Random) -> Spec:
     k, x = rng.randint(2, 19), rng.choice(INT_NAMES)
     return Spec(
         rng.choice((f"add_{k}", f"plus_{k}", f"increase_by_{k}")), f"{x}: int", "int", f"Return {x} plus {k}.",
-        (f"return {x} + {k}", f"result = {x} + {k}\nreturn result", f"return {k} + {x}"),
+        (f"return {x} + {k}",
+         code(f"""
+             result = {x} + {k}
+             return result
+             """),
+         f"return {k} + {x}"),
         [(rng.randint(1, 30),), (0,), (-k,), (rng.randint(-60, -1),), (rng.randint(31, 99),)],
     )
 
@@ -22,7 +27,11 @@ def _affine(rng: random.Random) -> Spec:
     op, c = ("+", b) if b > 0 else ("-", -b)
     return Spec(
         rng.choice(("affine", "scale_shift", "linear")), f"{x}: int", "int", f"Return {a} * {x} {op} {c}.",
-        (f"return {a} * {x} {op} {c}", f"return {x} * {a} {op} {c}", f"y = {x} * {a}\ny {op}= {c}\nreturn y"),
+        (f"return {a} * {x} {op} {c}", f"return {x} * {a} {op} {c}", code(f"""
+                                                                         y = {x} * {a}
+                                                                         y {op}= {c}
+                                                                         return y
+                                                                         """)),
         [(rng.randint(1, 9),), (0,), (-3,), (rng.randint(10, 40),), (rng.randint(-40, -4),)],
     )
 
@@ -33,7 +42,11 @@ def _divmod(rng: random.Random) -> Spec:
         rng.choice((f"divmod_{k}", f"split_by_{k}", f"quot_rem_{k}")), f"{n}: int", "tuple[int, int]",
         f"Return the quotient and remainder of {n} divided by {k}, as a tuple.",
         (f"return ({n} // {k}, {n} % {k})", f"return divmod({n}, {k})",
-         f"q = {n} // {k}\nr = {n} - q * {k}\nreturn (q, r)"),
+         code(f"""
+             q = {n} // {k}
+             r = {n} - q * {k}
+             return (q, r)
+             """)),
         [(k * rng.randint(2, 9) + rng.randint(1, k - 1),), (0,), (k,), (k - 1,), (-rng.randint(1, 30),),
          (rng.randint(10, 99),)],
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from wmtp.data.synthetic.spec import LIST_NAMES, Spec, family, rand_ints
+from wmtp.data.synthetic.spec import LIST_NAMES, Spec, code, family, rand_ints
 from wmtp.data.synthetic.templates.bodies import collected, counted, totalled
 
 
@@ -45,9 +45,21 @@ def _running_sum(rng: random.Random) -> Spec:
     return Spec(
         rng.choice(("running_sum", "prefix_sums", "cumulative_sum")), f"{xs}: list[int]", "list[int]",
         f"Return the list whose i-th element is the sum of {xs}[0] .. {xs}[i].",
-        (f"out = []\ntotal = 0\nfor x in {xs}:\n    total += x\n    out.append(total)\nreturn out",
+        (code(f"""
+             out = []
+             total = 0
+             for x in {xs}:
+                 total += x
+                 out.append(total)
+             return out
+             """),
          f"return [sum({xs}[:i + 1]) for i in range(len({xs}))]",
-         f"out = {xs}[:1]\nfor x in {xs}[1:]:\n    out.append(out[-1] + x)\nreturn out"),
+         code(f"""
+             out = {xs}[:1]
+             for x in {xs}[1:]:
+                 out.append(out[-1] + x)
+             return out
+             """)),
         [(rand_ints(rng, 3, 4, 1, 9),), ([],), ([5],), ([2, -2, 3],), (rand_ints(rng, 5, 7),)],
     )
 
@@ -57,10 +69,20 @@ def _max_gap(rng: random.Random) -> Spec:
     return Spec(
         rng.choice(("max_gap", "largest_step", "max_jump")), f"{xs}: list[int]", "int",
         f"Return the largest absolute difference between neighbouring elements of {xs} (0 if it has fewer than two).",
-        (f"best = 0\nfor i in range(1, len({xs})):\n    best = max(best, abs({xs}[i] - {xs}[i - 1]))\nreturn best",
+        (code(f"""
+             best = 0
+             for i in range(1, len({xs})):
+                 best = max(best, abs({xs}[i] - {xs}[i - 1]))
+             return best
+             """),
          f"return max((abs(b - a) for a, b in zip({xs}, {xs}[1:])), default=0)",
-         f"best = 0\nfor a, b in zip({xs}, {xs}[1:]):\n    if abs(b - a) > best:\n        best = abs(b - a)\n"
-         "return best"),
+         code(f"""
+             best = 0
+             for a, b in zip({xs}, {xs}[1:]):
+                 if abs(b - a) > best:
+                     best = abs(b - a)
+             return best
+             """)),
         [(rand_ints(rng, 4, 5),), ([],), ([4],), ([9, 1, 2],), ([1, 2, 10],), (rand_ints(rng, 6, 8),)],
     )
 
@@ -73,11 +95,27 @@ def _index_of_extreme(rng: random.Random) -> Spec:
     return Spec(
         rng.choice((f"index_of_{fn}", f"arg{fn}", f"position_of_{which}")), f"{xs}: list[int]", "int",
         f"Return the index of the first {which} element of {xs} (-1 if it is empty).",
-        (f"if not {xs}:\n    return -1\nbest = 0\nfor i in range(1, len({xs})):\n    if {xs}[i] {cmp} {xs}[best]:\n"
-         "        best = i\nreturn best",
-         f"if not {xs}:\n    return -1\nreturn {xs}.index({fn}({xs}))",
-         f"best = -1\nfor i, x in enumerate({xs}):\n    if best == -1 or x {cmp} {xs}[best]:\n        best = i\n"
-         "return best"),
+        (code(f"""
+             if not {xs}:
+                 return -1
+             best = 0
+             for i in range(1, len({xs})):
+                 if {xs}[i] {cmp} {xs}[best]:
+                     best = i
+             return best
+             """),
+         code(f"""
+             if not {xs}:
+                 return -1
+             return {xs}.index({fn}({xs}))
+             """),
+         code(f"""
+             best = -1
+             for i, x in enumerate({xs}):
+                 if best == -1 or x {cmp} {xs}[best]:
+                     best = i
+             return best
+             """)),
         [(values,), ([],), ([7],), (values + [extreme],), ([extreme] + values,),
          ([0, 9, 2] if largest else [5, -3, 4],),  # the extreme at index 1 catches a loop starting at 2
          (rand_ints(rng, 6, 8),)],
@@ -89,7 +127,13 @@ def _dedupe(rng: random.Random) -> Spec:
     return Spec(
         rng.choice(("dedupe", "unique_in_order", "remove_duplicates")), f"{xs}: list[int]", "list[int]",
         f"Return the elements of {xs} without repeats, keeping the order of first occurrence.",
-        (f"out = []\nfor x in {xs}:\n    if x not in out:\n        out.append(x)\nreturn out",
+        (code(f"""
+             out = []
+             for x in {xs}:
+                 if x not in out:
+                     out.append(x)
+             return out
+             """),
          f"return list(dict.fromkeys({xs}))", f"return [x for i, x in enumerate({xs}) if x not in {xs}[:i]]"),
         [(rand_ints(rng, 5, 7, 0, 4),), ([],), ([3, 3, 3],), ([1, 2, 1, 2],), (rand_ints(rng, 8, 10, 0, 6),)],
     )
@@ -100,9 +144,23 @@ def _rotate_left(rng: random.Random) -> Spec:
     return Spec(
         rng.choice((f"rotate_left_{k}", f"shift_left_{k}", f"cycle_{k}")), f"{xs}: list[int]", "list[int]",
         f"Return {xs} rotated left by {k} positions, cyclically (the first element moves to the end {k} times).",
-        (f"if not {xs}:\n    return []\nj = {k} % len({xs})\nreturn {xs}[j:] + {xs}[:j]",
-         f"out = list({xs})\nif out:\n    for _ in range({k}):\n        out.append(out.pop(0))\nreturn out",
-         f"n = len({xs})\nreturn [{xs}[(i + {k}) % n] for i in range(n)]"),
+        (code(f"""
+             if not {xs}:
+                 return []
+             j = {k} % len({xs})
+             return {xs}[j:] + {xs}[:j]
+             """),
+         code(f"""
+             out = list({xs})
+             if out:
+                 for _ in range({k}):
+                     out.append(out.pop(0))
+             return out
+             """),
+         code(f"""
+             n = len({xs})
+             return [{xs}[(i + {k}) % n] for i in range(n)]
+             """)),
         [([1, 2, 3, 4, 5, 6],), ([],), ([7],), (list(range(1, k + 1)),), (list(range(1, k + 2)),),
          (rand_ints(rng, 5, 7),)],
     )
@@ -113,9 +171,25 @@ def _second_largest(rng: random.Random) -> Spec:
     return Spec(
         rng.choice(("second_largest", "runner_up", "second_max")), f"{xs}: list[int]", "int | None",
         f"Return the second largest distinct value in {xs}, or None if there is none.",
-        (f"distinct = sorted(set({xs}))\nif len(distinct) < 2:\n    return None\nreturn distinct[-2]",
-         f"best = None\nsecond = None\nfor x in sorted(set({xs})):\n    second = best\n    best = x\nreturn second",
-         f"top = max({xs}, default=None)\nrest = [x for x in {xs} if x != top]\nreturn max(rest, default=None)"),
+        (code(f"""
+             distinct = sorted(set({xs}))
+             if len(distinct) < 2:
+                 return None
+             return distinct[-2]
+             """),
+         code(f"""
+             best = None
+             second = None
+             for x in sorted(set({xs})):
+                 second = best
+                 best = x
+             return second
+             """),
+         code(f"""
+             top = max({xs}, default=None)
+             rest = [x for x in {xs} if x != top]
+             return max(rest, default=None)
+             """)),
         [(rand_ints(rng, 4, 6),), ([],), ([4],), ([5, 5],), ([1, 3, 3, 2],), ([-4, -1, -7],), (rand_ints(rng, 6, 8),)],
     )
 

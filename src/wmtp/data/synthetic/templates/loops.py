@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import random
 
-from wmtp.data.synthetic.spec import INT_NAMES, LIST_NAMES, Spec, family, rand_ints
+from wmtp.data.synthetic.spec import (
+    INT_NAMES,
+    LIST_NAMES,
+    Spec,
+    code,
+    family,
+    rand_ints,
+)
 from wmtp.data.synthetic.templates.bodies import collected, counted
 
 
@@ -13,9 +20,24 @@ def _factorial(rng: random.Random) -> Spec:
     return Spec(
         rng.choice(("factorial", "fact", "product_up_to")), f"{n}: int", "int",
         f"Return the product of the integers from 1 to {n} (1 when {n} < 1).",
-        (f"result = 1\nfor i in range(2, {n} + 1):\n    result *= i\nreturn result",
-         f"result = 1\nfor i in range(1, {n} + 1):\n    result = result * i\nreturn result",
-         f"result = 1\nfor i in range({n}, 1, -1):\n    result *= i\nreturn result"),
+        (code(f"""
+             result = 1
+             for i in range(2, {n} + 1):
+                 result *= i
+             return result
+             """),
+         code(f"""
+             result = 1
+             for i in range(1, {n} + 1):
+                 result = result * i
+             return result
+             """),
+         code(f"""
+             result = 1
+             for i in range({n}, 1, -1):
+                 result *= i
+             return result
+             """)),
         [(5,), (0,), (1,), (2,), (rng.randint(6, 12),), (-rng.randint(1, 4),)],
     )
 
@@ -26,10 +48,27 @@ def _fib_like(rng: random.Random) -> Spec:
         rng.choice(("fib_like", "sequence_term", f"fib_{a0}_{a1}")), f"{n}: int", "int",
         f"Return term {n} (counting from 0) of the sequence that starts {a0}, {a1} and continues with the sum of "
         "the previous two terms.",
-        (f"a, b = {a0}, {a1}\nfor _ in range({n}):\n    a, b = b, a + b\nreturn a",
-         f"terms = [{a0}, {a1}]\nfor j in range(2, {n} + 1):\n    terms.append(terms[j - 1] + terms[j - 2])\n"
-         f"return terms[{n}]",
-         f"a = {a0}\nb = {a1}\nfor _ in range({n}):\n    c = a + b\n    a = b\n    b = c\nreturn a"),
+        (code(f"""
+             a, b = {a0}, {a1}
+             for _ in range({n}):
+                 a, b = b, a + b
+             return a
+             """),
+         code(f"""
+             terms = [{a0}, {a1}]
+             for j in range(2, {n} + 1):
+                 terms.append(terms[j - 1] + terms[j - 2])
+             return terms[{n}]
+             """),
+         code(f"""
+             a = {a0}
+             b = {a1}
+             for _ in range({n}):
+                 c = a + b
+                 a = b
+                 b = c
+             return a
+             """)),
         [(5,), (0,), (1,), (2,), (rng.randint(6, 15),)],
     )
 
@@ -50,11 +89,26 @@ def _count_pairs(rng: random.Random) -> Spec:
     return Spec(
         rng.choice(("count_pairs", f"pairs_summing_to_{t}", "two_sum_count")), f"{xs}: list[int]", "int",
         f"Return the number of index pairs i < j such that {xs}[i] + {xs}[j] == {t}.",
-        (f"count = 0\nfor i in range(len({xs})):\n    for j in range(i + 1, len({xs})):\n"
-         f"        if {xs}[i] + {xs}[j] == {t}:\n            count += 1\nreturn count",
-         f"n = len({xs})\nreturn sum(1 for i in range(n) for j in range(i + 1, n) if {xs}[i] + {xs}[j] == {t})",
-         f"count = 0\nfor i, x in enumerate({xs}):\n    for y in {xs}[i + 1:]:\n        if x + y == {t}:\n"
-         "            count += 1\nreturn count"),
+        (code(f"""
+             count = 0
+             for i in range(len({xs})):
+                 for j in range(i + 1, len({xs})):
+                     if {xs}[i] + {xs}[j] == {t}:
+                         count += 1
+             return count
+             """),
+         code(f"""
+             n = len({xs})
+             return sum(1 for i in range(n) for j in range(i + 1, n) if {xs}[i] + {xs}[j] == {t})
+             """),
+         code(f"""
+             count = 0
+             for i, x in enumerate({xs}):
+                 for y in {xs}[i + 1:]:
+                     if x + y == {t}:
+                         count += 1
+             return count
+             """)),
         [(rand_ints(rng, 4, 6, 0, t),), ([],), ([t],), ([t // 2, t - t // 2],), ([t // 2] * 3 + [t - t // 2],),
          (rand_ints(rng, 7, 9, 0, t),)],
     )
@@ -65,7 +119,12 @@ def _join_range(rng: random.Random) -> Spec:
     return Spec(
         rng.choice(("count_up", "join_numbers", "number_line")), f"{n}: int", "str",
         f"Return the numbers from 1 to {n} joined by '{sep}'.",
-        (f"parts = []\nfor i in range(1, {n} + 1):\n    parts.append(str(i))\nreturn '{sep}'.join(parts)",
+        (code(f"""
+             parts = []
+             for i in range(1, {n} + 1):
+                 parts.append(str(i))
+             return '{sep}'.join(parts)
+             """),
          f"return '{sep}'.join(str(i) for i in range(1, {n} + 1))",
          f"return '{sep}'.join(map(str, range(1, {n} + 1)))"),
         [(3,), (0,), (1,), (rng.randint(4, 12),)],
@@ -77,8 +136,15 @@ def _alternating_sum(rng: random.Random) -> Spec:
     return Spec(
         rng.choice(("alternating_sum", "alt_sum", "plus_minus_sum")), f"{xs}: list[int]", "int",
         f"Return {xs}[0] - {xs}[1] + {xs}[2] - ... (0 for an empty list).",
-        (f"total = 0\nfor i, x in enumerate({xs}):\n    if i % 2 == 0:\n        total += x\n    else:\n"
-         "        total -= x\nreturn total",
+        (code(f"""
+             total = 0
+             for i, x in enumerate({xs}):
+                 if i % 2 == 0:
+                     total += x
+                 else:
+                     total -= x
+             return total
+             """),
          f"return sum({xs}[::2]) - sum({xs}[1::2])",
          f"return sum(x if i % 2 == 0 else -x for i, x in enumerate({xs}))"),
         [(rand_ints(rng, 4, 5, 1, 9),), ([],), ([6],), ([2, 5],), (rand_ints(rng, 6, 8),)],
