@@ -161,9 +161,8 @@ def naive_eos(weights, valid, loss_mask, segment_ids=None):
                     continue
                 j = t + k
                 nxt = j + 1
-                last = loss_mask[b, j] and (
-                    nxt == T or not loss_mask[b, nxt] or (segment_ids is not None and segment_ids[b, nxt] != segment_ids[b, j])
-                )
+                new_record = segment_ids is not None and nxt < T and segment_ids[b, nxt] != segment_ids[b, j]
+                last = loss_mask[b, j] and (nxt == T or not loss_mask[b, nxt] or new_record)
                 w = weights[b, t, k - 1].item()
                 w_all += w
                 n_all += 1

@@ -376,7 +376,8 @@ class Trainer:
                     if localise and needs_ce:  # the weights read the CE of the incorrect records too
                         ce = ce + heads_ce(self.model, z, ctx, targets, valid & ~on_correct,
                                            chunk_tokens=self.cfg.train.ce_chunk_tokens)
-            outputs = self.weight_fn.forward(self.model, z, ctx) if acc is not None or (localise and needs_values) else {}
+            reads_outputs = acc is not None or (localise and needs_values)
+            outputs = self.weight_fn.forward(self.model, z, ctx) if reads_outputs else {}
             if acc is not None:
                 self.weight_fn.eval_batch(acc, batch, outputs)
             if localise:
