@@ -245,7 +245,7 @@ def _with_request_options(command: Callable) -> Callable:
     def with_options(**kwargs: Any) -> Any:
         return command(**{key: value for key, value in kwargs.items() if key not in shared})
 
-    with_options.__signature__ = own.replace(parameters=[*own.parameters.values(), *shared.values()])  # type: ignore[attr-defined]
+    with_options.__signature__ = own.replace(parameters=[*own.parameters.values(), *shared.values()])
     return with_options
 
 
