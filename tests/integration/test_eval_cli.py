@@ -35,7 +35,8 @@ def one_thread():
 def run_dir(tmp_path_factory, one_thread) -> Path:
     root = tmp_path_factory.mktemp("eval-cli")
     cfg = load_config(None, [
-        f"run_dir={root}/run", f"data.cache_dir={root}/cache", "data.synthetic.n_problems=30", "data.vocab_size=300",
+        f"run_dir={root}/run", f"data.cache_dir={root}/cache", "data.synthetic.n_problems=30",
+        "data.synthetic.test_fraction=0.1", "data.vocab_size=300",
         "model.d_model=32", "model.n_layers=2", "model.n_heads=2", "model.n_attn_heads=4", "model.max_seq_len=512",
         "train.batch_size=4", "train.max_steps=24", "train.eval_every=24", "train.ckpt_every=24",
         "train.progress=false", "optim.warmup_steps=3",
