@@ -385,6 +385,10 @@ def test_critic_localisation_aucs_on_incorrect_annotated_records():
                 labels.append(bool(batch["decisive"][b, j]))
     assert result["val_loc_auc_neg_adv"] == pytest.approx(oracle_auc(neg_adv, labels))
     assert result["val_loc_auc_abs_td"] == pytest.approx(oracle_auc(abs_td, labels))
+    batch["has_spans"] = torch.zeros(4, dtype=torch.bool)
+    acc = CriticEval()
+    critic.accumulate_eval(acc, batch["values"], batch)
+    assert not any(k.startswith("val_loc_") for k in acc.result())  # no annotated record: left out
     del batch["decisive"], batch["has_spans"]
     acc = CriticEval()
     critic.accumulate_eval(acc, batch["values"], batch)

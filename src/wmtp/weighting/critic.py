@@ -171,7 +171,7 @@ class CriticEval:
     def result(self, prefix: str = "val_") -> dict[str, float]:
         """value_loss, explained_var, auc_last with its 95% bootstrap CI (auc_ci_low/high; records resampled
         within class, seed 0), drift; loc_auc_neg_adv / loc_auc_abs_td: ROC AUC of −Â_j / |δ_j| for decisive vs
-        other completion tokens of incorrect annotated records (nan without both kinds of tokens)."""
+        other completion tokens of incorrect annotated records (left out without both kinds of tokens)."""
         preds, targets = torch.cat(self.preds), torch.cat(self.targets)
         scores, labels = torch.cat(self.last_scores), torch.cat(self.labels)
         both = 0 < labels.sum() < len(labels)
@@ -185,11 +185,10 @@ class CriticEval:
         }
         if self.drift:
             out[f"{prefix}drift"] = torch.cat(self.drift).mean().item()
-        if self.loc_decisive:
-            decisive = torch.cat(self.loc_decisive)
-            has_both = 0 < decisive.sum() < len(decisive)
+        decisive = torch.cat(self.loc_decisive) if self.loc_decisive else torch.zeros(0, dtype=torch.bool)
+        if 0 < decisive.sum() < len(decisive):  # else undefined: left out of the row
             for name, parts in (("neg_adv", self.loc_neg_adv), ("abs_td", self.loc_abs_td)):
-                out[f"{prefix}loc_auc_{name}"] = auc(torch.cat(parts), decisive) if has_both else math.nan
+                out[f"{prefix}loc_auc_{name}"] = auc(torch.cat(parts), decisive)
         return out
 
 
