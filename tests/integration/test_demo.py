@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import subprocess
 import sys
-
-import inspect
 
 import pytest
 
