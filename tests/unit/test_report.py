@@ -252,7 +252,7 @@ def test_comparisons_with_controls_by_seed_have_hand_computed_deltas_min_p_and_n
 
 
 def test_by_problem_comparison_with_its_control_has_the_hand_computed_mde(controls):
-    path, data = controls
+    _, data = controls
     row = comparison(data, "synthetic pass@1, per problem", "rho1", "shuffled:rho1")
     # rho1 passes p0..p4 (and p7 on seed 1), its control p0..p3: per-problem differences 0,0,0,0,1,0,0,0.2
     d = np.array([0, 0, 0, 0, 1, 0, 0, 0.2])

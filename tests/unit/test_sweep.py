@@ -86,7 +86,7 @@ def test_method_specs_parse_to_overrides_and_names():
 
 
 @pytest.mark.parametrize("item,message", [
-    ("nope", "'nope' is not a registered weighting; registered: uniform"),
+    ("nope", "'nope' is not a registered weighting; registered: "),
     ("shuffled:nope", "'nope' is not a registered weighting"),
     ("critic:rho1", "critic is not a control; before ':' comes a control"),
     ("shuffled:random", "random is itself a control"),
