@@ -393,3 +393,14 @@ def test_critic_localisation_aucs_on_incorrect_annotated_records():
     acc = CriticEval()
     critic.accumulate_eval(acc, batch["values"], batch)
     assert not any(k.startswith("val_loc_") for k in acc.result())  # no ground truth: skipped
+
+
+def test_a_value_head_with_features_saves_and_loads_with_the_model(tmp_path):
+    from wmtp.model.checkpoints import load_model_dir, save_model_dir
+
+    model = tiny_model(n_heads=2)
+    CriticWeight(CriticConfig(value_head="linear"), reward_rate=0.5).attach(model)
+    torch.nn.init.normal_(model.value_head.features.weight)
+    loaded = load_model_dir(save_model_dir(model, tmp_path / "m"))
+    assert loaded.value_head.n_features == 2
+    assert torch.equal(loaded.value_head.features.weight, model.value_head.features.weight)
