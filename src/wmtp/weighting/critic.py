@@ -36,6 +36,7 @@ from pydantic import Field
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from wmtp.config import ConfigError
 from wmtp.model.checkpoints import CheckpointError
 from wmtp.model.mtp import MTPModel, TrunkContext
 from wmtp.model.value_head import ValueHead
@@ -148,8 +149,9 @@ class CriticConfig(NoOptions):
     )
 
 
-class CriticHasNoSignal(RuntimeError):
-    """The stage-1 critic's validation AUC CI does not exclude chance (weighting.critic.require_signal=true)."""
+class CriticHasNoSignal(ConfigError):
+    """The stage-1 critic's validation AUC CI does not exclude chance (weighting.critic.require_signal=true): a
+    setting to change, so the CLI prints it as an error without a traceback."""
 
 
 @dataclass
