@@ -197,8 +197,9 @@ class CriticEval:
 @register_weighting("critic")
 class CriticWeight(WeightFn):
     """Raw weights from the value head's TD errors or advantages (`weighting.critic.mode`), its value loss with
-    drift control, its two stages and its validation metrics. `forward` gives the value head's V(s_i)
-    (outputs["values"], Float[B,T]).
+    drift control, its two stages and its validation metrics. `forward` gives the value head's outputs on z
+    (outputs["values"] V_z, Float[B,T], and outputs["surprise"]); `values(outputs, batch)` combines them into
+    V(s_i), Float[B,T], which every hook reads.
 
     reward_rate: fraction of correct training records (None: taken from the run's training records in `prepare`);
     with `reward_norm=zscore` terminal rewards become (r − μ)/σ with μ, σ the mean and std of their rewards.
