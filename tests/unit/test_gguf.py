@@ -14,7 +14,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from wmtp.config import load_config
 from wmtp.data.records import DataError
-from wmtp.data.tokenizer import load_tokenizer, train_tokenizer
+from wmtp.data.tokenizer import BOS, EOS, PAD, load_tokenizer, train_tokenizer
 from wmtp.eval.evaluate import load_eval_model
 from wmtp.model.checkpoints import CheckpointError
 from wmtp.model.gguf import GGUFError, is_gguf, load_gguf_causal_lm, load_gguf_config
@@ -41,11 +41,12 @@ def write_tiny_gguf(path: Path, *, add_bos: bool = False) -> tuple[LlamaForCausa
     w.add_block_count(2), w.add_context_length(128), w.add_embedding_length(32), w.add_feed_forward_length(64)
     w.add_head_count(4), w.add_head_count_kv(2), w.add_rope_freq_base(10000.0), w.add_layer_norm_rms_eps(1e-5)
     w.add_vocab_size(len(tok))
-    vocab = sorted(tok.get_vocab(), key=tok.get_vocab().get)
+    renamed = {BOS: "<s>", EOS: "</s>", PAD: "<pad>"}  # a pretrained tokenizer's names, not wmtp's own
+    vocab = [renamed.get(t, t) for t in sorted(tok.get_vocab(), key=tok.get_vocab().get)]
     merges = json.loads(tok.backend_tokenizer.to_str())["model"]["merges"]
     w.add_tokenizer_model("gpt2"), w.add_tokenizer_pre("default"), w.add_token_list(vocab)
     w.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in merges])
-    w.add_token_types([3 if t.startswith("<|") else 1 for t in vocab])
+    w.add_token_types([3 if t in renamed.values() else 1 for t in vocab])
     w.add_bos_token_id(tok.bos_token_id), w.add_eos_token_id(tok.eos_token_id), w.add_pad_token_id(tok.pad_token_id)
     w.add_add_bos_token(add_bos)
     sd = {k: v.detach() for k, v in hf.state_dict().items()}
@@ -76,7 +77,9 @@ def test_a_gguf_file_loads_as_the_model_and_tokenizer_it_was_written_from(tmp_pa
     loaded = load_tokenizer(str(path))
     text = "def add(x, y):\n\treturn x + y  # ✓\n"
     assert loaded(text, add_special_tokens=False)["input_ids"] == tok(text, add_special_tokens=False)["input_ids"]
-    assert (loaded.bos_token, loaded.eos_token, loaded.pad_token) == (tok.bos_token, tok.eos_token, tok.pad_token)
+    assert (loaded.bos_token_id, loaded.eos_token_id, loaded.pad_token_id) == (tok.bos_token_id, tok.eos_token_id,
+                                                                               tok.pad_token_id)
+    assert (loaded.bos_token, loaded.eos_token, loaded.pad_token) == ("<s>", "</s>", "<pad>")
 
     cfg = load_config(None, [f"model.pretrained={path}", f"data.tokenizer={path}", "model.n_heads=3"])
     shapes = {n: p.shape for n, p in model_for_estimate(cfg).named_parameters()}
