@@ -245,6 +245,18 @@ def test_weight_fn_stats_and_missing_reference():
         fn.weights({}, valid, ce, {})
 
 
+def test_validation_weights_equal_weights_and_record_no_statistics():
+    ce, ref_ce, valid = make_inputs(3)
+    fn = Rho1Weight(Rho1Config(excess="signed", min_ce_diff=0.5))
+    fn.begin_step(0)
+    w = fn.validation_weights({"ref_ce": ref_ce}, valid, ce, {})
+    assert fn.stats() == {}
+    torch.testing.assert_close(w, fn.weights({"ref_ce": ref_ce}, valid, ce, {}), rtol=0, atol=0)
+    before = fn.stats()
+    fn.validation_weights({"ref_ce": ref_ce + 1.0}, valid, ce, {})
+    assert fn.stats() == before
+
+
 def test_on_the_fly_scorer_is_used_when_the_batch_has_no_ref_ce():
     ce, ref_ce, valid = make_inputs(4)
     calls = []

@@ -221,16 +221,29 @@ class Rho1Weight(WeightFn):
     def weights(
         self, batch: dict[str, Any], valid: Tensor, ce: Tensor | None, outputs: dict[str, Tensor]
     ) -> Tensor:
+        """Raw weights Float[B,T,H] (`rho1_weights`); the step's excess statistics are recorded for `stats`."""
+        ce, ref_ce = self._ce_pair(batch, ce)
+        self._record(excess_loss(ce, ref_ce, excess=self.cfg.excess), valid.bool())
+        return self._weights(ce, ref_ce, valid)
+
+    def validation_weights(
+        self, batch: dict[str, Any], valid: Tensor, ce: Tensor | None, outputs: dict[str, Tensor]
+    ) -> Tensor:
+        """The raw weights without recording statistics."""
+        return self._weights(*self._ce_pair(batch, ce), valid)
+
+    def _ce_pair(self, batch: dict[str, Any], ce: Tensor | None) -> tuple[Tensor, Tensor]:
+        """(ce Float[B,T,H], ref_ce Float[B,T]) of the batch."""
         if ce is None:
             raise ValueError("Rho1Weight needs the per-(t,k) CE (needs_ce=True)")
+        return ce, self.reference_ce(batch).to(ce.device)
+
+    def _weights(self, ce: Tensor, ref_ce: Tensor, valid: Tensor) -> Tensor:
         c = self.cfg
-        ref_ce = self.reference_ce(batch).to(ce.device)
-        w = rho1_weights(
+        return rho1_weights(
             ce, ref_ce, valid, excess=c.excess, temperature=c.temperature, min_ce_diff=c.min_ce_diff,
             transform=c.transform, topk_percent=c.topk_percent,
         )  # fmt: skip
-        self._record(excess_loss(ce, ref_ce, excess=c.excess), valid.bool())
-        return w
 
     def _record(self, x: Tensor, valid: Tensor) -> None:
         sums = torch.where(valid, x, 0.0).sum(dim=(0, 1)).double().cpu()
