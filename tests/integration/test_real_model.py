@@ -208,7 +208,6 @@ def transformers_greedy(hf_dir: Path, prompts: list[str], max_new_tokens: int) -
     return out
 
 
-@pytest.mark.xfail(strict=True, reason="prompts get [bos] + text; SmolLM2's tokenizer adds no bos (issue 18, item 1)")
 def test_eval_hf_model_greedy_equals_transformers_greedy(gguf_file, hf_dir, tmp_path):
     n, max_new = 3, 40
     result = runner.invoke(app, ["eval", "--hf-model", str(gguf_file), "--bench", "humaneval", "--limit", str(n),

@@ -26,6 +26,7 @@ import torch
 from transformers import PreTrainedTokenizerFast
 
 from wmtp.data.records import DataError, Record
+from wmtp.data.tokenizer import text_prefix
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +71,9 @@ def encode_records(
 ) -> list[EncodedRecord]:
     """Tokenise records, truncating each to `max_len` tokens from the right (the prompt start is kept).
 
-    A tokenizer without a bos token (some pretrained ones) gets no bos. Records left with no completion token
-    are dropped, and the number dropped is logged.
+    Records start as every text does (`wmtp.data.tokenizer.text_prefix`: [bos] for wmtp's own tokenizer, a
+    pretrained tokenizer's own convention: Llama bos, SmolLM2/Qwen nothing). Records left with no completion
+    token are dropped, and the number dropped is logged.
     """
     return encode_records_counted(records, tokenizer, max_len)[0]
 
@@ -84,7 +86,7 @@ def encode_records_counted(
         raise DataError("the tokenizer has no eos token; completions need an end marker")
     if not records:
         return [], Truncation()
-    bos = [] if tokenizer.bos_token_id is None else [tokenizer.bos_token_id]
+    bos = text_prefix(tokenizer)
     # Batch calls run in the Rust backend; special tokens are added here, never by the tokenizer.
     prompts = tokenizer([r.prompt for r in records], add_special_tokens=False)["input_ids"]
     encoded = tokenizer([r.completion for r in records], add_special_tokens=False, return_offsets_mapping=True)

@@ -28,7 +28,9 @@ from wmtp.data.records import Record, fingerprint
 
 log = logging.getLogger(__name__)
 
-ENCODING_VERSION = 2  # bump when encode_records changes what it produces (2: the decisive-token mask)
+# bump when encode_records changes what it produces (2: the decisive-token mask; 3: a pretrained tokenizer's own
+# prefix convention, text_prefix, instead of its bos)
+ENCODING_VERSION = 3
 
 
 def encode_parallel(

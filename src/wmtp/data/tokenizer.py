@@ -7,13 +7,14 @@ spaces, unicode) round-trips exactly through encode → decode, which code needs
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import re
 from collections.abc import Iterable
 from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import AutoTokenizer, PreTrainedTokenizerFast
+from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from wmtp.data.records import DataError
 
@@ -29,6 +30,7 @@ PROBE_TEXT = (
     "    return sum(xs) / len(xs)  # Σ/n, naïve ✓\n"
     "print(mean([1, 2, 3]), 'ok', \"done\") {}[]<>!=&|^~@$%\n"
 )
+PREFIX_PROBE = "a"  # any text: what the tokenizer puts before it by default is its prefix convention
 _HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
@@ -53,6 +55,27 @@ def _wrap(tok: Tokenizer) -> PreTrainedTokenizerFast:
     return PreTrainedTokenizerFast(
         tokenizer_object=tok, bos_token=BOS, eos_token=EOS, pad_token=PAD, clean_up_tokenization_spaces=False
     )
+
+
+def is_wmtp_tokenizer(tok: PreTrainedTokenizerBase) -> bool:
+    """Whether `tok` is one `train_tokenizer` made (wmtp's own pad/bos/eos tokens)."""
+    return (tok.pad_token, tok.bos_token, tok.eos_token) == (PAD, BOS, EOS)
+
+
+def text_prefix(tok: PreTrainedTokenizerBase) -> list[int]:
+    """The ids an encoded text starts with. wmtp's own tokenizer: [bos]. A pretrained one: the special tokens it
+    puts in front of a text by default (`add_special_tokens=True`): Llama's [bos], nothing for SmolLM2 or Qwen.
+    What a tokenizer appends by default (some add eos) is not used: a prompt is continued, a record ends in eos."""
+    if is_wmtp_tokenizer(tok):
+        return [tok.bos_token_id]
+    special = set(tok.all_special_ids)
+    return list(itertools.takewhile(special.__contains__, tok(PREFIX_PROBE)["input_ids"]))
+
+
+def encode_text(tok: PreTrainedTokenizerBase, text: str) -> list[int]:
+    """text_prefix + the text's tokens: how every prompt and record starts (generation, speculative decoding,
+    log-likelihood scoring and training records, `wmtp.data.collate.encode_records`, share it)."""
+    return text_prefix(tok) + tok.encode(text, add_special_tokens=False)
 
 
 def save_tokenizer(tok: PreTrainedTokenizerFast, directory: str | Path) -> None:

@@ -46,7 +46,7 @@ def generate(
 ) -> list[list[str]]:
     """For each prompt, `sampling.n` completions (text after the prompt, cut at stops and eos).
 
-    Prompts are encoded like training records (`encode_prompt`: [bos] + prompt tokens). Decoding uses head 1,
+    Prompts are encoded like training records (`encode_prompt`, the tokenizer's own convention). Decoding uses head 1,
     which is the trunk's own last block, so the trunk's HF `generate` (with its KV cache) decodes exactly head 1.
     """
     if sampling.speculative:

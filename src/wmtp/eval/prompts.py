@@ -6,11 +6,13 @@ from __future__ import annotations
 
 from transformers import PreTrainedTokenizerBase
 
+from wmtp.data.tokenizer import encode_text
+
 
 def encode_prompt(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
-    """Token ids of a prompt as training records start: [bos] + tokens (no bos for tokenizers without one)."""
-    bos = [] if tokenizer.bos_token_id is None else [tokenizer.bos_token_id]
-    return bos + tokenizer.encode(text, add_special_tokens=False)
+    """Token ids of a prompt as training records start (`wmtp.data.tokenizer.encode_text`): [bos] + tokens for
+    wmtp's own tokenizer, the tokenizer's own convention for a pretrained one (Llama: bos; SmolLM2, Qwen: none)."""
+    return encode_text(tokenizer, text)
 
 
 def truncate_at_stop(text: str, stops: tuple[str, ...]) -> str:

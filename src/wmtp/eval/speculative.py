@@ -146,7 +146,7 @@ def complete(
 ) -> tuple[list[str], SpecStats]:
     """Greedy completions of text prompts, speculative or plain (the same tokens either way), and the counts.
 
-    Prompts are encoded like training records (`encode_prompt`: [bos] + tokens); a completion runs to eos or
+    Prompts are encoded like training records (`encode_prompt`); a completion runs to eos or
     max_new_tokens and is decoded without special tokens. batch_size > 1 decodes several prompts per forward.
     """
     decoder = SpeculativeDecoder(model, n_draft=None if speculative else 0)

@@ -7,9 +7,9 @@ about 11 MB); pass its path.
 
 Scoring, as lm-eval-harness: the context is ``activity_label: ctx_a Ctx_b`` cleaned of WikiHow's bracketed
 markers, each ending is `` ending``; its score is the sum of its tokens' log-probabilities under head 1
-given [bos] + context. ``acc`` takes the best sum, ``acc_norm`` the best sum per character of the ending
-without its leading space (lm-eval's ``acc_norm``: lm_eval/api/task.py divides by ``len(choice)`` of the
-choice string, while the scored continuation is ``" " + choice``).
+given the context encoded as prompts are (`encode_prompt`). ``acc`` takes the best sum, ``acc_norm`` the best
+sum per character of the ending without its leading space (lm-eval's ``acc_norm``: lm_eval/api/task.py divides
+by ``len(choice)`` of the choice string, while the scored continuation is ``" " + choice``).
 No sampling, no code: nothing runs in the sandbox.
 """
 
