@@ -27,7 +27,8 @@ def test_synthetic_layout_and_filtering(cache):
         assert (data.data_dir / f"{name}.jsonl").is_file()
     assert (data.data_dir / "tokenizer-v300" / "tokenizer.json").is_file()
     assert data.train and data.valid and data.test
-    assert all(r.is_correct for r in data.train + data.valid)  # train_on="correct" filters train and valid
+    assert all(r.is_correct for r in data.train)  # train_on="correct" filters train
+    assert {r.is_correct for r in data.valid} == {True, False}  # valid keeps every record (localisation metrics)
     assert {r.is_correct for r in data.test} == {True, False}  # test keeps everything
     assert data.fingerprint == fingerprint(data.train + data.valid)
     assert data.tokenizer_hash == tokenizer_hash(data.tokenizer) and len(data.tokenizer) == 300

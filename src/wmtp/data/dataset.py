@@ -36,7 +36,8 @@ SPLITS = ("train", "valid", "test")
 
 @dataclass
 class PreparedData:
-    """Records ready for training. `train`/`valid` are filtered by `cfg.train_on`; `fingerprint` covers them."""
+    """Records ready for training. `train` is filtered by `cfg.train_on`, `valid` holds every validation record;
+    `fingerprint` covers both."""
 
     train: list[Record]
     valid: list[Record]
@@ -118,9 +119,9 @@ def prepare_data(cfg: DataConfig) -> PreparedData:
     data_dir, splits, tokenizer = load_splits(cfg)
     train, valid = splits["train"], splits["valid"]
     if cfg.train_on == "correct":
-        # valid is filtered too, so that validation CE measures the distribution being trained on.
+        # valid keeps every record: validation CE is taken on its correct records whatever train_on says, and the
+        # weightings' validation metrics (localisation on incorrect records, the critic's AUC) need the others.
         train = [r for r in train if r.is_correct]
-        valid = [r for r in valid if r.is_correct]
     for name, records in (("train", train), ("valid", valid)):
         if not records:
             raise DataError(f"no {name} records in {data_dir} (train_on={cfg.train_on!r})")
