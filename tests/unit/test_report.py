@@ -318,3 +318,27 @@ def test_no_warning_when_the_critic_has_signal_or_older_runs_lack_the_fields(tmp
     path = write_report([tmp_path], tmp_path / "out")
     assert "WARNING" not in path.read_text()
     assert json.loads((tmp_path / "out" / "report.json").read_text())["critic_no_signal"] == []
+
+
+def test_critic_section_shows_each_runs_stage1_and_final_auc_with_its_ci(tmp_path):
+    make_run(tmp_path, "uniform", 0)
+    make_run(tmp_path, "critic", 0, overrides=CRITIC, name="critic",
+             extra_rows=(critic_eval(10, 0.61, 0.52, 0.69),  # an earlier stage-1 validation: not the one shown
+                         critic_eval(20, 0.708, 0.64, 0.775, val_loc_auc_neg_adv=0.619, val_loc_auc_abs_td=0.609),
+                         {"kind": "eval", "step": 30, "val_loss": 1.0, "val_auc_last": 0.681, "val_auc_ci_low": 0.611,
+                          "val_auc_ci_high": 0.752, "val_loc_auc_abs_td": 0.691}))
+    text = write_report([tmp_path], tmp_path / "out").read_text()
+    section = text.split("## Critic")[1].split("\n## ")[0]
+    row = next(line for line in section.splitlines() if line.startswith("| critic | 0 |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[2:6] == ["0.708 [0.64, 0.775]", "—", "0.619", "0.609"]
+    assert cells[6:10] == ["0.681 [0.611, 0.752]", "—", "—", "0.691"]
+    assert "| uniform |" not in section  # runs without a critic are not listed
+    rows = json.loads((tmp_path / "out" / "report.json").read_text())["critic"]
+    assert [(r["variant"], r["seed"], r["stage1_val_auc_last"], r["final_val_auc_ci_low"]) for r in rows] == [
+        ("critic", 0, 0.708, 0.611)]
+
+
+def test_no_critic_section_without_critic_runs(tmp_path):
+    make_run(tmp_path, "uniform", 0)
+    assert "## Critic" not in write_report([tmp_path], tmp_path / "out").read_text()

@@ -47,6 +47,20 @@ def run_metrics(run: RunData, *, target_loss: float | None = None) -> dict[str, 
     out.update(_efficiency(run, train, evals, target_loss))
     out.update(_stability(train, evals))
     out.update(_localisation(train, final))
+    out.update(_critic(run.kind("critic_eval"), final))
+    return out
+
+
+CRITIC_KEYS = ("val_auc_last", "val_auc_ci_low", "val_auc_ci_high", "val_explained_var", "val_loc_auc_neg_adv",
+               "val_loc_auc_abs_td")
+
+
+def _critic(stage1: list[dict], final_eval: dict) -> dict[str, float | None]:
+    """The critic's validation metrics at the end of stage 1 (`stage1_<key>`, the last critic_eval row) and at the
+    last validation (`final_<key>`); absent for runs without a critic."""
+    out: dict[str, float | None] = {}
+    for prefix, row in (("stage1_", stage1[-1] if stage1 else {}), ("final_", final_eval)):
+        out.update({prefix + key: row[key] for key in CRITIC_KEYS if row.get(key) is not None})
     return out
 
 

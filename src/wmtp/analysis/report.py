@@ -69,6 +69,7 @@ def write_report(
     data["efficiency"] = _efficiency_section(doc, variants, metrics, target)
     data["stability"] = _stability_section(doc, variants, metrics)
     data["localisation"] = _localisation_section(doc, variants, metrics)
+    data["critic"] = _critic_section(doc, variants, metrics)
     _analysis_section(doc, variants, data)
     _figures_section(doc, variants, out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -371,6 +372,40 @@ def _localisation_section(doc: Document, variants: list[Variant], metrics: Metri
                for v in variants for h in range(1, H + 1)
                if any(_values(v, metrics, f"{k}_h{h}") for k, _ in LOCALISATION)])
     return out
+
+
+CRITIC_COLUMNS = [("val_auc_last", "AUC of V before the last token"), ("val_explained_var", "explained variance"),
+                  ("val_loc_auc_neg_adv", "loc AUC of −Â (incorrect)"), ("val_loc_auc_abs_td", "loc AUC of abs(δ) (incorrect)")]
+
+
+def _critic_section(doc: Document, variants: list[Variant], metrics: Metrics) -> list[dict]:
+    """The value head's signal, per run with its bootstrap CI, at the end of stage 1 and at the last validation; the
+    localisation of −Â and |δ| on the decisive tokens of incorrect records. report.json: one row per run."""
+    rows = []
+    for v in variants:
+        for r in v.runs:
+            found = {k: x for k, x in metrics[id(r)].items() if k.startswith(("stage1_", "final_"))}
+            if any(k.startswith("stage1_") for k in found):
+                rows.append({"variant": v.label, "seed": r.seed, **found})
+    if not rows:
+        return rows
+    doc.heading("Critic: what the value head learned (validation records, correct and incorrect)")
+    doc.paragraph("AUC of V(s) before each record's last token separating correct from incorrect records, with its 95% "
+                  "bootstrap CI over validation records (0.5 = no signal); explained variance of the Monte-Carlo "
+                  "returns; loc AUC of −Â_j and of |δ_j|: how well the negated advantage and the TD error of target "
+                  "token j pick out the decisive tokens (the bug) of incorrect records (0.5 = not at all). Stage 1: "
+                  "the value head alone on the base model; final: after stage 2 (weighted fine-tuning).")
+    table = []
+    for row in rows:
+        cells = [row["variant"], str(row["seed"])]
+        for prefix in ("stage1_", "final_"):
+            auc = _fmt(row.get(prefix + "val_auc_last"), 3)
+            cells.append(auc + " " + _ci(row.get(prefix + "val_auc_ci_low"), row.get(prefix + "val_auc_ci_high"), 3))
+            cells += [_fmt(row.get(prefix + key), 3) for key, _ in CRITIC_COLUMNS[1:]]
+        table.append(cells)
+    labels = [label for _, label in CRITIC_COLUMNS]
+    doc.table(["variant", "seed", *[f"stage 1: {x}" for x in labels], *[f"final: {x}" for x in labels]], table)
+    return rows
 
 
 # ---- analysis --------------------------------------------------------------------------------------------
