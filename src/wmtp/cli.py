@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 
 from wmtp.config import ConfigError, load_config
-from wmtp.demo import DEMO_METHODS, DEMO_SEEDS
+from wmtp.demo import DEMO_BASE_STEPS, DEMO_METHODS, DEMO_SEEDS
 
 app = typer.Typer(help="Weighted Multi-Token Prediction: train, evaluate and benchmark.", no_args_is_help=True)
 bench_app = typer.Typer(help="Performance benchmarks; each prints one JSON object on its last line.")
@@ -114,7 +114,7 @@ def demo(
     seeds: Annotated[str, typer.Option(help="Seeds per method: a count (5) or a list (0,4).")] = str(DEMO_SEEDS),
     workers: Annotated[int, typer.Option(min=1, help="Runs trained at once, each in its own process.")] = 2,
     base_steps: Annotated[int, typer.Option(min=0, help="Steps of the shared uniform base model every method "
-                                                        "fine-tunes (0: every run starts from random init).")] = 200,
+                                                        "fine-tunes (0: every run starts from random init).")] = DEMO_BASE_STEPS,
     progress: Annotated[bool, typer.Option(help="Progress bar.")] = True,
 ) -> None:
     """The main job: embedded synthetic data → uniform, critic and Rho-1 weighted MTP (tiny model, CPU), the

@@ -22,9 +22,14 @@ from wmtp.sweep import SweepPlan, plan_sweep, run_sweep_with_progress
 
 DEMO_METHODS = ("uniform", "critic", "rho1", "shuffled:critic", "shuffled:rho1", "uniform@all")
 DEMO_SEEDS = 5
-# A shared uniform base (the CLI's --base-steps, 200) then 60 weighted steps per run (3 validations, 2 checkpoints):
-# 30 runs, the base, the reference and every evaluation fit in 15 min on 2 idle cores (150 steps took ~23 min).
-DEMO_OVERRIDES = ("train.max_steps=60", "train.eval_every=20", "train.ckpt_every=30")
+DEMO_BASE_STEPS = 400
+# A shared uniform base (the CLI's --base-steps, 400, at the preset's lr 3e-3 with 20 warm-up steps; validated every
+# 100 steps) then 60 weighted
+# fine-tuning steps per run at lr 1e-3 (5 warm-up steps; 3 validations, 2 checkpoints): 30 runs, the base, the
+# reference and every evaluation fit in 15 min on 2 idle cores (150 steps per run took ~23 min).
+DEMO_OVERRIDES = ("train.max_steps=60", "train.eval_every=20", "train.ckpt_every=30", "optim.lr=1e-3",
+                  "optim.warmup_steps=5")
+DEMO_BASE_OVERRIDES = ("optim.lr=3e-3", "optim.warmup_steps=20", "train.eval_every=100", "train.ckpt_every=200")
 
 
 class DemoFailed(RuntimeError):
@@ -37,7 +42,7 @@ def plan_demo(config: str | None, overrides: list[str], *, run_dir: Path, method
     if is_run_dir(run_dir):  # the single-run layout of earlier versions: its report would compare nothing
         raise ConfigError(f"{run_dir} holds one run from an older `wmtp demo`; remove it or pass another --run-dir")
     return plan_sweep(config, [*DEMO_OVERRIDES, *overrides], out_dir=run_dir, methods=methods, seeds=seeds,
-                      base_steps=base_steps)
+                      base_steps=base_steps, base_overrides=DEMO_BASE_OVERRIDES)
 
 
 def run_demo(

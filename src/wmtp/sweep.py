@@ -194,12 +194,15 @@ def plan_sweep(
     seeds: list[int],
     grid: dict[str, list[str]] | None = None,
     base_steps: int = 0,
+    base_overrides: tuple[str, ...] = (),
 ) -> SweepPlan:
     """Every run's config, validated before anything is trained (a bad key fails here, naming it).
 
-    base_steps > 0: first train a uniform model (same data, H, seed of the config) for that many steps into
-    out_dir/base; every run then starts from it (`model.init_from`), as weighted training is meant to refine a
-    trained model (a critic on a random trunk learns little).
+    base_steps > 0: first train a uniform model (same data, H, seed of the config, then `base_overrides`, e.g. its
+    own learning rate) for that many steps into out_dir/base; every run then starts from it (`model.init_from`), as
+    weighted training is meant to refine a trained model (a critic on a random trunk learns little). The Rho-1
+    reference is then trained with the base's settings for base_steps + train.max_steps steps, as long as every
+    run's model has trained in all; without a base, with the runs' settings.
     """
     out_dir, grid = Path(out_dir).resolve(), grid or {}  # absolute: runs name their base and reference by path
     overrides = [*overrides, "train.progress=false"]  # workers print one line per run, not bars
@@ -212,7 +215,7 @@ def plan_sweep(
                               "model.pretrained unset, or pass --base-steps 0")
         shared = validate(apply_overrides(base.model_dump(mode="json"), [
             f"run_dir={out_dir / 'base'}", f"train.max_steps={base_steps}", "weighting.name=uniform",
-            "data.train_on=correct"]))
+            "data.train_on=correct", *base_overrides]))
         overrides = [*overrides, f"model.init_from={out_dir / 'base' / 'model'}"]
     control_of = {spec: spec.control_of or base.weighting.control_of for spec in specs}
     unused = [k for k in grid if not any(_applies(k, spec.weighting, control_of[spec]) for spec in specs)]
@@ -237,8 +240,11 @@ def plan_sweep(
                           for r in runs if (s := reads_reference(r.cfg)) is not None)
     reference = None
     if needs_reference:
-        reference = validate(apply_overrides(base.model_dump(mode="json"), [
-            "model.n_heads=1", "data.train_on=correct", "weighting.name=uniform", "weighting.head_coefs=null"]))
+        settings = [] if shared is None else [f"train.max_steps={base_steps + base.train.max_steps}",
+                                              f"run_dir={reference_dir}"]
+        reference = validate(apply_overrides((shared or base).model_dump(mode="json"), [
+            "model.n_heads=1", "data.train_on=correct", "weighting.name=uniform", "weighting.head_coefs=null",
+            *settings]))
     return SweepPlan(out_dir, shared, reference, runs)
 
 
