@@ -23,10 +23,9 @@ from wmtp.sweep import SweepPlan, plan_sweep, run_sweep_with_progress
 DEMO_METHODS = ("uniform", "critic", "rho1", "shuffled:critic", "shuffled:rho1", "uniform@all")
 DEMO_SEEDS = 5
 DEMO_BASE_STEPS = 400
-# A shared uniform base (the CLI's --base-steps, 400, at the preset's lr 3e-3 with 20 warm-up steps; validated every
-# 100 steps) then 60 weighted
-# fine-tuning steps per run at lr 1e-3 (5 warm-up steps; 3 validations, 2 checkpoints): 30 runs, the base, the
-# reference and every evaluation fit in 15 min on 2 idle cores (150 steps per run took ~23 min).
+# A shared uniform base (the CLI's --base-steps, 400, at the preset's lr 3e-3 with 20 warm-up steps, validated every
+# 100 steps), then 60 weighted fine-tuning steps per run at lr 1e-3 (5 warm-up steps; 3 validations, 2 checkpoints):
+# 30 runs, the base, the reference and every evaluation fit in 15 min on 2 idle cores (150 steps per run: ~23 min).
 DEMO_OVERRIDES = ("train.max_steps=60", "train.eval_every=20", "train.ckpt_every=30", "optim.lr=1e-3",
                   "optim.warmup_steps=5")
 DEMO_BASE_OVERRIDES = ("optim.lr=3e-3", "optim.warmup_steps=20", "train.eval_every=100", "train.ckpt_every=200")
