@@ -37,7 +37,8 @@ class DemoFailed(RuntimeError):
 
 def plan_demo(config: str | None, overrides: list[str], *, run_dir: Path, methods: list[str], seeds: list[int],
               base_steps: int) -> SweepPlan:
-    """The demo's sweep plan: DEMO_OVERRIDES, then the user's overrides (which win), every run in run_dir."""
+    """The demo's sweep plan, every run in run_dir: DEMO_OVERRIDES, then the user's overrides (which win); the base
+    (and the Rho-1 reference trained with its settings) then takes DEMO_BASE_OVERRIDES last."""
     if is_run_dir(run_dir):  # the single-run layout of earlier versions: its report would compare nothing
         raise ConfigError(f"{run_dir} holds one run from an older `wmtp demo`; remove it or pass another --run-dir")
     return plan_sweep(config, [*DEMO_OVERRIDES, *overrides], out_dir=run_dir, methods=methods, seeds=seeds,

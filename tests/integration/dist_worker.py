@@ -3,7 +3,8 @@
     torchrun … dist_worker.py OUT SCENARIO[,SCENARIO…]
 Scenarios: `uniform` (6 steps, checkpoints at 3 and 6), `resume` (the same run killed during step 5, resumed
 from step 3 in new trainers), `weighted` (weights = a power of the detached CE: `mean` normalisation needs the global
-batch's weight total). Rank 0 writes the full parameters after training to OUT/<scenario>.pt.
+batch's weight total), `warmup` (uniform with the trunk frozen for the first step). Rank 0 writes the full
+parameters after training to OUT/<scenario>.pt.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from wmtp.weighting.uniform import UniformWeight  # noqa: E402
 # Adam's first steps move every parameter by ≈ lr·sign(g); a larger ε keeps gradients at rounding-noise level
 # (different reduction orders on 1 and 2 ranks) from turning into lr-sized parameter differences.
 PARITY = ("optim.eps=1e-4", "train.max_steps=6", "train.ckpt_every=3", "train.eval_every=3")
+WARMUP = ("train.heads_warmup_steps=1",)
 
 
 class SharpCEWeight(UniformWeight):
@@ -40,7 +42,7 @@ def full_params(trainer) -> dict[str, torch.Tensor]:
 
 
 def run(out: Path, scenario: str) -> None:
-    cfg = make_cfg(out / scenario, *PARITY)
+    cfg = make_cfg(out / scenario, *PARITY, *(WARMUP if scenario == "warmup" else ()))
     if scenario == "resume":
         crashing = make_trainer(cfg, weight_fn=CrashAfter(4))  # checkpoint at step 3, dies during step 5
         try:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dist_worker import PARITY, SharpCEWeight
+from dist_worker import PARITY, WARMUP, SharpCEWeight
 from test_trainer import make_cfg, make_trainer
 
 from wmtp.model.checkpoints import load_model_dir
@@ -82,10 +82,10 @@ def assert_same_run(rows_a, rows_b, params_a, params_b):
 
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory):
-    """2-rank runs (uniform, killed + resumed, CE-weighted) over a 2-node c10d rendezvous, and their outputs.
+    """2-rank runs (uniform, killed + resumed, CE-weighted, heads warm-up) over a 2-node c10d rendezvous, and their outputs.
     (`wmtp train` below uses the single-node --standalone rendezvous.)"""
     out = tmp_path_factory.mktemp("dist")
-    torchrun_two_nodes(out, "uniform,resume,weighted")
+    torchrun_two_nodes(out, "uniform,resume,weighted,warmup")
     return out
 
 
@@ -115,6 +115,16 @@ def test_two_ranks_equal_one_process(two_ranks, one_rank, tmp_path):
                     torch.load(two_ranks / "weighted.pt"), weighted.model.state_dict())
     w_std = [r["w_std"] for r in train_rows(tmp_path / "weighted")]
     assert min(w_std) > 0.1  # the weights really are non-uniform
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_heads_warmup_on_two_ranks_equals_one_process(two_ranks, tmp_path):
+    # FSDP keeps a block that ran no backward unsharded, with its frozen flags: the trunk must still train at step 2
+    trainer = make_trainer(make_cfg(tmp_path / "warmup", *PARITY, *WARMUP))
+    trainer.train()
+    assert_same_run(train_rows(two_ranks / "warmup"), train_rows(tmp_path / "warmup"),
+                    torch.load(two_ranks / "warmup.pt"), trainer.model.state_dict())
 
 
 @pytest.mark.slow

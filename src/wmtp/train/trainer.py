@@ -275,7 +275,7 @@ class Trainer:
         # 4) clip, finite check, step
         grad_norm = self.clip_grad_norm()
         finite = self.optimizer_step(loss, grad_norm)
-        thaw(frozen)
+        thaw(self.model, frozen)
         self.step += 1
 
         # 5) metrics

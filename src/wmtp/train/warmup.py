@@ -7,6 +7,7 @@ run) and AdamW skips them: no update, no weight decay, moments and step counts u
 from __future__ import annotations
 
 from torch import nn
+from torch.distributed.fsdp import FSDPModule
 
 from wmtp.model.mtp import MTPModel
 
@@ -21,7 +22,13 @@ def freeze_trunk(model: MTPModel) -> list[nn.Parameter]:
     return frozen
 
 
-def thaw(params: list[nn.Parameter]) -> None:
-    """Undo `freeze_trunk`."""
+def thaw(model: MTPModel, params: list[nn.Parameter]) -> None:
+    """Undo `freeze_trunk`. Under FSDP2 a trunk block that ran no backward can stay unsharded, and its cached
+    unsharded parameters keep requires_grad=False (the next unshard would not copy the flag): resharding every
+    trunk block makes its next forward gather parameters that require gradients again."""
     for p in params:
         p.requires_grad_(True)
+    if params:
+        for module in model.trunk.modules():
+            if isinstance(module, FSDPModule):
+                module.reshard()

@@ -12,7 +12,7 @@ whatever the head, length, learning rate, trunk learning rate or targets (README
 
 Stage 1 runs `n_steps = ceil(pretrain_epochs · N_train / (batch_size · grad_accum))` optimizer steps (trunk frozen,
 or at `pretrain_trunk_lr_scale · optim.lr`) on the trainer's data stream. Its last critic_eval row carries
-`signal` (the AUC's 95% bootstrap CI excludes 0.5); without signal a warning goes to stderr, or with
+`signal` (the AUC's 95% bootstrap CI lies above 0.5); without signal a warning goes to stderr, or with
 `require_signal` the run stops (CriticHasNoSignal). At its end the values V(s_i) of every train and valid record
 are stored once in run_dir/critic_anchor.safetensors (atomically; its sha256 is part of the checkpointed state).
 

@@ -16,7 +16,8 @@ records — incorrect (suffix `_incorrect`) or correct (`_correct`) — of one h
 targets than elsewhere, below: less. The trainer measures the weights it would train with: the weighting's
 validation_weights on each validation batch, normalised and clipped over that batch's valid entries as a training
 micro-batch is; the entries of all batches are pooled before the AUC is computed once (LocalisationAccumulator),
-not averaged over batches. The EOS target is decisive when a span ends at the end of the completion.
+not averaged over batches. The EOS target is decisive when a zero-width span sits at the end of the
+completion (a deletion there: ending early is the mistake); a span reaching the end does not mark it.
 
 EOS share (every training step): eos_share = Σ w on valid entries whose target token is the last completion token
 of its row (of its record, with packing: segment_ids) / Σ w on valid entries; eos_entry_share = those entries'
