@@ -91,7 +91,8 @@ def family(path: Path, *draws: Draw) -> tuple[Template, ...]:
     for name, entry in texts.items():
         if set(entry) != set(TEXT_FIELDS):
             raise ValueError(f"{path.name}: template {name} has fields {sorted(entry)}; expected {list(TEXT_FIELDS)}")
-    return tuple(Template(name, path.stem, texts[name]["difficulty"], texts[name], draw) for name, draw in named.items())
+    return tuple(Template(name, path.stem, texts[name]["difficulty"], texts[name], draw)
+                 for name, draw in named.items())
 
 
 def as_completion(body: str) -> str:
