@@ -107,7 +107,8 @@ def _per_problem_row(spec: MetricSpec, v: Variant, other: Variant | None) -> dic
     def mean_over_seeds(variant: Variant) -> dict[str, float]:
         per_seed = [per_problem_pass(r, bench, k) for r in variant.runs]
         problems = set.intersection(*(set(p) for p in per_seed)) if per_seed else set()
-        return {pid: statistics.fmean(p[pid] for p in per_seed) for pid in problems}
+        # In id order: the bootstrap resamples by position, so a set's (hash-seeded) order would move the CI.
+        return {pid: statistics.fmean(p[pid] for p in per_seed) for pid in sorted(problems)}
 
     mine = mean_over_seeds(v)
     if not mine:
