@@ -67,7 +67,8 @@ class Template:
     draw: Draw
 
     def build(self, rng: random.Random) -> Spec:
-        """One instance: the draw's values, then a name (drawn unless there is one), then the test inputs."""
+        """One instance: the draw's values, then a name, then the test inputs. A sole candidate name is taken
+        without a draw (`rng.choice` of one item would still consume random bits)."""
         values, inputs = self.draw(rng)
 
         def text(field: str) -> Any:
