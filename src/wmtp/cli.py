@@ -27,6 +27,12 @@ ConfigOption = Annotated[
 ]
 Overrides = Annotated[list[str] | None, typer.Argument(help="Dotted overrides, e.g. optim.lr=3e-4 model.n_heads=2")]
 
+# Options of both `wmtp demo` and `wmtp sweep` (each gives its own default).
+MethodsOption = Annotated[str, typer.Option(
+    help="Comma-separated methods, each WEIGHTING or CONTROL:WEIGHTING, optionally @correct / @all: shuffled:critic "
+    "is a control of the critic, uniform@all uniform on correct + incorrect records.")]
+SeedsOption = Annotated[str, typer.Option(help="Seeds per method: a count (5 → seeds 0..4) or a list (0,3,7).")]
+
 
 def _user_errors(fn: Callable) -> Callable:
     """Turn the errors a user can fix (bad config, missing data, corrupt checkpoint) into a message + exit 2."""
@@ -50,8 +56,16 @@ def _user_errors(fn: Callable) -> Callable:
     return wrapper
 
 
-@app.command()
-@_user_errors
+def _command(group: typer.Typer, name: str | None = None) -> Callable[[Callable], Callable]:
+    """Register a function as command ``name`` (default: the function's name) of ``group``, its user errors a
+    message and exit 2 (`_user_errors`)."""
+    def register(fn: Callable) -> Callable:
+        return group.command(name)(_user_errors(fn))
+
+    return register
+
+
+@_command(app)
 def train(
     overrides: Overrides = None,
     config: ConfigOption = None,
@@ -66,8 +80,7 @@ def train(
         console.print(f"run directory: [bold]{Path(run.cfg.run_dir).resolve()}[/]")
 
 
-@app.command()
-@_user_errors
+@_command(app)
 def memory(
     overrides: Overrides = None,
     config: ConfigOption = None,
@@ -85,8 +98,7 @@ def memory(
         check_fits(estimate, available=int(device_gib * GIB), cfg=cfg)
 
 
-@app.command("score-ref")
-@_user_errors
+@_command(app, "score-ref")
 def score_ref(overrides: Overrides = None, config: ConfigOption = None) -> None:
     """Score every train/valid record with the weighting's reference (weighting.rho1.reference) into its CE cache.
 
@@ -102,16 +114,13 @@ def score_ref(overrides: Overrides = None, config: ConfigOption = None) -> None:
     )
 
 
-@app.command()
-@_user_errors
+@_command(app)
 def demo(
     overrides: Overrides = None,
     config: ConfigOption = None,
     run_dir: Annotated[str, typer.Option(help="Where the demo writes its runs and report.")] = "runs/demo",
-    methods: Annotated[str, typer.Option(help="Comma-separated methods, each WEIGHTING or CONTROL:WEIGHTING, "
-                                               "optionally @correct / @all: shuffled:critic is a control of the "
-                                               "critic, uniform@all uniform on correct + incorrect records.")] = ",".join(DEMO_METHODS),
-    seeds: Annotated[str, typer.Option(help="Seeds per method: a count (5) or a list (0,4).")] = str(DEMO_SEEDS),
+    methods: MethodsOption = ",".join(DEMO_METHODS),
+    seeds: SeedsOption = str(DEMO_SEEDS),
     workers: Annotated[int, typer.Option(min=1, help="Runs trained at once, each in its own process.")] = 2,
     base_steps: Annotated[int, typer.Option(min=0, help="Steps of the shared uniform base model every method "
                                                         "fine-tunes (0: every run starts from random init).")] = DEMO_BASE_STEPS,
@@ -132,16 +141,13 @@ def demo(
     console.print(f"report: [bold]{report.resolve()}[/]")
 
 
-@app.command()
-@_user_errors
+@_command(app)
 def sweep(
     overrides: Overrides = None,
     config: ConfigOption = None,
     out: Annotated[str, typer.Option(help="Sweep directory (one run directory per method/grid point/seed).")] = "runs/sweep",
-    methods: Annotated[str, typer.Option(help="Comma-separated methods, each WEIGHTING or CONTROL:WEIGHTING, "
-                                               "optionally @correct / @all (e.g. uniform,critic,shuffled:critic,"
-                                               "uniform@all).")] = "uniform,critic,rho1",
-    seeds: Annotated[str, typer.Option(help="A count (5 → seeds 0..4) or a list (0,3,7).")] = "5",
+    methods: MethodsOption = "uniform,critic,rho1",
+    seeds: SeedsOption = "5",
     grid: Annotated[list[str] | None, typer.Option(help="KEY=V1,V2 (repeatable): ablation values; a key under "
                                                         "weighting.rho1./weighting.critic. varies only that method.")] = None,
     workers: Annotated[int, typer.Option(min=1, help="Runs at once, each in its own process (1: in sequence).")] = 1,
@@ -163,8 +169,7 @@ def sweep(
         raise typer.Exit(1)
 
 
-@app.command()
-@_user_errors
+@_command(app)
 def report(
     runs: Annotated[list[Path], typer.Argument(help="Run directories, or directories holding them (a sweep).")],
     out: Annotated[Path | None, typer.Option(help="Output directory; default: the first RUNS argument.")] = None,
@@ -281,8 +286,7 @@ def _checked(build: Callable[[], Any]) -> Any:
     return request
 
 
-@app.command("eval")
-@_user_errors
+@_command(app, "eval")
 @_with_request_options
 def eval_(
     ctx: typer.Context,
@@ -339,8 +343,7 @@ def bench_sandbox_cmd(
     print(json.dumps(bench_sandbox(n, workers=workers, humaneval=humaneval)))
 
 
-@app.command("generate")
-@_user_errors
+@_command(app, "generate")
 def generate_(
     run: Annotated[Path, typer.Option(help="wmtp run directory (or a model directory): decodes RUN/model.")],
     prompt: Annotated[str, typer.Option(help="Text to complete (encoded like training records: [bos] + text).")],
@@ -360,8 +363,7 @@ def generate_(
         console.print(f"speculative: {json.dumps(stats.to_dict())}", highlight=False)
 
 
-@app.command("export-hf")
-@_user_errors
+@_command(app, "export-hf")
 def export_hf(
     run: Annotated[Path, typer.Option(help="wmtp run directory (its model/) or a model directory.")],
     out: Annotated[Path, typer.Option(help="Output directory: config.json, model.safetensors, tokenizer files.")],
@@ -391,8 +393,7 @@ def bench_decode(
                                       hf_generate=hf_generate)))
 
 
-@data_app.command("stats")
-@_user_errors
+@_command(data_app, "stats")
 def data_stats_cmd(
     overrides: Overrides = None,
     config: ConfigOption = None,
@@ -408,8 +409,7 @@ def data_stats_cmd(
     print(json.dumps(stats))
 
 
-@data_app.command("codecontests")
-@_user_errors
+@_command(data_app, "codecontests")
 def data_codecontests(
     out: Annotated[Path, typer.Option(help="Directory of train/valid(/test).jsonl and prepare.json.")],
     source: Annotated[str, typer.Option(help="Hub dataset name (needs `datasets`) or a local parquet/arrow file "
@@ -442,8 +442,7 @@ def data_codecontests(
     print(json.dumps(report))
 
 
-@app.command("label")
-@_user_errors
+@_command(app, "label")
 @_with_request_options
 def label_cmd(
     ctx: typer.Context,

@@ -114,6 +114,17 @@ def test_every_results_row_is_present_with_scipy_statistics(report):
     assert "Efficiency" in text and "Stability" in text and "token difficulty" in text and "problem difficulty" in text
 
 
+
+def test_by_problem_interval_is_the_bootstrap_of_the_problems_in_id_order(report):
+    """The same runs give the same interval in every process: the problems' means enter the bootstrap sorted by
+    id, not in a set's hash-seeded order."""
+    _, data = report
+    by_problem = rows_of(data, "synthetic pass@1, per problem")["rho1"]
+    means = [np.mean([passed("rho1", s, pid) for s in SEEDS]) for pid in sorted(PROBLEMS)]
+    expected = stats.bootstrap((np.array(means),), np.mean, method="percentile", n_resamples=9999,
+                               rng=np.random.default_rng(0)).confidence_interval
+    assert (by_problem["low"], by_problem["high"]) == pytest.approx((expected.low, expected.high))
+
 def test_figures_are_nonempty_pngs_linked_from_both_documents(report):
     path, _ = report
     out = path.parent

@@ -7,6 +7,9 @@ problem) against each of the variant's comparisons (wmtp.analysis.runs.Variant.c
 the same data, its shuffled / random controls. Every test shows its smallest attainable p and its minimum
 detectable effect (MDE; wmtp.analysis.stats). A critic run whose stage-1 validation AUC has a CI reaching 0.5
 puts a warning at the top (critic_signal).
+
+The tables of tests are `wmtp.analysis.comparisons`'s; this module writes the document and its other
+sections (efficiency, stability, localisation, critic, weight and difficulty analyses, figures).
 """
 
 from __future__ import annotations
@@ -14,27 +17,19 @@ from __future__ import annotations
 import json
 import math
 import statistics
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from wmtp.analysis import plots
+from wmtp.analysis.comparisons import Metrics, comparisons_section, results_section
 from wmtp.analysis.document import Document
+from wmtp.analysis.formatting import fmt, fmt_ci
 from wmtp.analysis.metrics import run_metrics, target_val_loss
 from wmtp.analysis.runs import RunData, Variant, find_runs, group_variants, load_run
-from wmtp.analysis.stats import ALPHA, POWER, PairedTest, bootstrap_ci, min_p_at, paired_wilcoxon
+from wmtp.analysis.stats import bootstrap_ci
 from wmtp.eval.passk import pass_at_k
-
-
-@dataclass(frozen=True)
-class MetricSpec:
-    key: str
-    label: str
-
-
-Metrics = dict[int, dict[str, float | None]]  # id(run) → run_metrics(run)
 
 
 def write_report(
@@ -64,8 +59,8 @@ def write_report(
                       "runs": [str(r.path) for r in v.runs]} for v in variants],
     }
     doc.paragraph(_overview(variants))
-    data["results"] = _results_section(doc, variants, metrics)
-    data["comparisons"] = _comparisons_section(doc, variants, metrics, data["results"])
+    data["results"] = results_section(doc, variants, metrics)
+    data["comparisons"] = comparisons_section(doc, variants, metrics, data["results"])
     data["efficiency"] = _efficiency_section(doc, variants, metrics, target)
     data["stability"] = _stability_section(doc, variants, metrics)
     data["localisation"] = _localisation_section(doc, variants, metrics)
@@ -93,160 +88,6 @@ def _overview(variants: list[Variant]) -> str:
             "entries (X's control); `@all` marks training on correct and incorrect records.")
 
 
-# ---- results ---------------------------------------------------------------------------------------------
-
-
-def result_specs(runs: list[RunData], metrics: Metrics) -> list[MetricSpec]:
-    """The rows of the results table that at least one run has a value for, in a fixed order."""
-    H = max(r.n_heads for r in runs)
-    specs = [MetricSpec("val_loss", "validation loss (last logged validation, mean CE over heads)")]
-    specs += [MetricSpec(f"heldout_ce_h{k}", f"held-out CE head {k} (final model, correct validation solutions)")
-              for k in range(1, H + 1)]
-    specs += [MetricSpec(f"acc_h{k}", f"top-1 accuracy head {k}") for k in range(1, H + 1)]
-    benches = sorted({key for m in metrics.values() for key in m if " " in key})  # "<bench> <summary key>"
-    specs += [MetricSpec(key, key) for key in benches]
-    return [s for s in specs if any(m.get(s.key) is not None for m in metrics.values())]
-
-
-def _results_section(doc: Document, variants: list[Variant], metrics: Metrics) -> list[dict[str, Any]]:
-    runs = [r for v in variants for r in v.runs]
-    doc.heading("Results (mean and 95% bootstrap CI over seeds; paired Wilcoxon vs uniform)")
-    headers = ["metric", "variant", "n", "mean", "95% CI", "Δ vs uniform (paired mean)", "Wilcoxon p", "W",
-               "n pairs (≠0)", "min p", "MDE"]
-    rows = []
-    for spec in result_specs(runs, metrics):
-        for v in variants:
-            rows += _metric_rows(spec, v, v.baseline, metrics, against="uniform")
-    doc.table(headers, [[row["metric"], row["variant"], str(row["n"]), _fmt(row["mean"]), _ci(row["low"], row["high"]),
-                         _fmt(row["delta"]), _fmt(row["pvalue"], 3), _fmt(row["statistic"]), row["pairs"],
-                         _fmt(row["min_p"], 3), _mde(row)] for row in rows])
-    unigram = [r.heads["unigram_ce"] for r in runs if r.heads and r.heads.get("unigram_ce") is not None]
-    if unigram:
-        doc.paragraph(f"Reference point: a unigram model of the training targets (add-one smoothing) has held-out CE "
-                      f"**{statistics.fmean(unigram):.4f}** nats on the same correct validation solutions.")
-    return rows
-
-
-def _metric_rows(spec: MetricSpec, v: Variant, other: Variant | None, metrics: Metrics, *, against: str) -> list[dict]:
-    """The rows of one metric of `v` tested against `other` (kind `against`): by seed, and for pass@k also by problem."""
-    def by_seed(variant: Variant) -> dict:
-        return {r.seed: metrics[id(r)].get(spec.key) for r in variant.runs}
-
-    rows = [_compare(spec.label, v, by_seed(v), None if other is None else by_seed(other), paired_by="seed")]
-    if " pass@" in spec.key:
-        rows.append(_per_problem_row(spec, v, other))
-    out = [row for row in rows if row is not None]
-    for row in out:
-        row.update(against=against, against_variant=None if other is None else other.label)
-    return out
-
-
-def _compare(metric: str, v: Variant, values: dict, base: dict | None, *, paired_by: str) -> dict[str, Any] | None:
-    present = {k: x for k, x in values.items() if x is not None and math.isfinite(x)}
-    if not present:
-        return None
-    ci = bootstrap_ci(list(present.values()))
-    test: PairedTest | None = None if base is None else paired_wilcoxon(present, base, paired_by=paired_by)
-    delta = None
-    if base is not None:
-        diffs = [present[k] - base[k] for k in present if base.get(k) is not None and math.isfinite(base[k])]
-        delta = statistics.fmean(diffs) if diffs else None
-    return {
-        "metric": metric, "variant": v.label, "n": ci.n, "mean": ci.mean, "low": ci.low, "high": ci.high,
-        "delta": delta, "test": None if test is None else test.name, "paired_by": paired_by,
-        "statistic": None if test is None else test.statistic, "pvalue": None if test is None else test.pvalue,
-        "pairs": "" if test is None else f"{test.n} ({test.n_nonzero})",
-        "n_pairs": None if test is None else test.n, "n_nonzero": None if test is None else test.n_nonzero,
-        "min_p": None if test is None else test.min_pvalue, "mde": None if test is None else test.mde,
-        "detectable": None if test is None else test.detectable,
-    }
-
-
-def per_problem_pass(run: RunData, bench: str, k: int) -> dict[str, float]:
-    """problem id → pass@k of that problem in this run (unbiased estimator from its n samples, c passing)."""
-    rows = run.evals.get(bench, {}).get("per_problem", [])
-    return {p["problem_id"]: pass_at_k(p["n"], p["c"], k) for p in rows if p["n"] >= k}
-
-
-def _per_problem_row(spec: MetricSpec, v: Variant, other: Variant | None) -> dict[str, Any] | None:
-    bench, key = spec.key.split(" ", 1)
-    k = int(key.removeprefix("pass@"))
-
-    def mean_over_seeds(variant: Variant) -> dict[str, float]:
-        per_seed = [per_problem_pass(r, bench, k) for r in variant.runs]
-        problems = set.intersection(*(set(p) for p in per_seed)) if per_seed else set()
-        return {pid: statistics.fmean(p[pid] for p in per_seed) for pid in problems}
-
-    mine = mean_over_seeds(v)
-    if not mine:
-        return None
-    base = None if other is None else mean_over_seeds(other)
-    return _compare(f"{spec.label}, per problem (mean over seeds)", v, mine, base, paired_by="problem")
-
-
-def _comparisons_section(doc: Document, variants: list[Variant], metrics: Metrics, results: list[dict]) -> list[dict]:
-    """Every variant against each of its comparisons (uniform rows: those of the results table), and the power of
-    the tests. Returns all comparison rows (uniform included)."""
-    runs = [r for v in variants for r in v.runs]
-    specs = result_specs(runs, metrics)
-    rows = []
-    for v in variants:
-        for kind, other in v.comparisons():
-            if kind != "uniform":
-                rows += [row for spec in specs for row in _metric_rows(spec, v, other, metrics, against=kind)]
-    doc.heading("Comparisons with uniform on the same data and with the shuffled controls (paired Wilcoxon)")
-    if rows:
-        doc.paragraph("A method against its control (`shuffled:X`: X's weights permuted among the batch's valid "
-                      "entries) isolates the link of the weights to the tokens; against uniform on the same data "
-                      "(`uniform@all`: correct + incorrect records, the critic's data) it isolates the weighting "
-                      "from the data. Δ: paired mean of variant − comparison.")
-        doc.table(["metric", "variant", "against", "n", "mean", "Δ (paired mean)", "Wilcoxon p", "W", "n pairs (≠0)",
-                   "min p", "MDE"],
-                  [[r["metric"], r["variant"], f"{r['against_variant']} ({r['against']})", str(r["n"]), _fmt(r["mean"]),
-                    _fmt(r["delta"]), _fmt(r["pvalue"], 3), _fmt(r["statistic"]), r["pairs"], _fmt(r["min_p"], 3),
-                    _mde(r)] for r in rows])
-    else:
-        doc.paragraph("No variant has a control (`shuffled:<method>`) or a uniform variant on its own data "
-                      "(`uniform@all`) among the reported runs.")
-    tested = [r for r in results if r["against_variant"] is not None] + rows
-    doc.paragraph(power_note(tested))
-    return [r for r in results if r["against_variant"] is not None] + rows
-
-
-def power_note(rows: list[dict]) -> str:
-    """What the tests can detect at their n: the MDE formula, and whether the by-seed and by-problem tests can reach
-    p < α at all (rows: report rows with paired_by, n_pairs, min_p)."""
-    text = (f"Power (α = {ALPHA} two-sided, power 1 − β = {POWER}): **min p** is the smallest p the test can "
-            "attain with its observed non-zero |differences|, when all have one sign (n ≤ 50 non-zero differences: "
-            f"exactly 2/2^n); **MDE** is the smallest true mean difference detected with probability "
-            f"{POWER}, (z_{{1−α/2}} + z_{{1−β}}) · sd(d) / √(n · 3/π) with sd(d) the sample SD of the n paired "
-            "differences and 3/π the signed-rank test's asymptotic relative efficiency to the paired t-test "
-            "(approximate for few or discrete differences); `(unreachable)` when min p > α: no effect is detectable at "
-            "that n, whatever the formula gives.")
-    for paired_by in ("seed", "problem"):
-        tests = [r for r in rows if r.get("paired_by") == paired_by and r.get("n_pairs")]
-        if not tests:
-            continue
-        ns = sorted({r["n_pairs"] for r in tests})
-        n_text = f"n = {ns[-1]}" if len(ns) == 1 else f"n = {ns[0]}–{ns[-1]}"
-        best = min_p_at(ns[-1])
-        blocked = sum(not r["detectable"] for r in tests)
-        if best > ALPHA:
-            text += (f" **The by-{paired_by} tests cannot reach p < {ALPHA}, whatever the effect**: with {n_text} "
-                     f"pairs the smallest p any outcome gives is 2/2^{ns[-1]} = {_fmt(best, 3)}.")
-        else:
-            text += (f" The by-{paired_by} tests ({n_text} pairs) can reach p < {ALPHA} (down to 2/2^{ns[-1]} = "
-                     f"{_fmt(best, 3)})" + (f"; {blocked} of {len(tests)} cannot with their observed zero differences"
-                                           if blocked else "") + ".")
-    return text
-
-
-def _mde(row: dict[str, Any]) -> str:
-    if row.get("min_p") is None:
-        return "—"
-    return _fmt(row["mde"], 3) + ("" if row["detectable"] else " (unreachable)")
-
-
 # ---- the critic's signal ---------------------------------------------------------------------------------
 
 
@@ -267,8 +108,8 @@ def critic_signal(runs: list[RunData]) -> list[dict[str, Any]]:
 
 
 def _no_signal_warning(found: list[dict[str, Any]]) -> str:
-    listed = "; ".join(f"`{f['run']}` ({f['variant']}, seed {f['seed']}): AUC {_fmt(f['auc'], 3)}, 95% CI "
-                       f"{_ci(f['ci_low'], f['ci_high'], 3)}" for f in found)
+    listed = "; ".join(f"`{f['run']}` ({f['variant']}, seed {f['seed']}): AUC {fmt(f['auc'], 3)}, 95% CI "
+                       f"{fmt_ci(f['ci_low'], f['ci_high'], 3)}" for f in found)
     return ("**WARNING: the critic learned no signal: its weights are noise.** At the end of stage 1 the "
             "validation AUC of V before the last token (correct vs incorrect) has a 95% bootstrap CI reaching 0.5 "
             f"in {len(found)} run(s): {listed}. Comparisons of these runs test noise weights, not the critic.")
@@ -285,7 +126,7 @@ def _mean_ci(v: Variant, metrics: Metrics, key: str, digits: int = 4) -> str:
     ci = bootstrap_ci(_values(v, metrics, key))
     if ci.n == 0:
         return "—"
-    return _fmt(ci.mean, digits) + ("" if ci.n < 2 else f" {_ci(ci.low, ci.high, digits)}")
+    return fmt(ci.mean, digits) + ("" if ci.n < 2 else f" {fmt_ci(ci.low, ci.high, digits)}")
 
 
 def _efficiency_section(doc: Document, variants: list[Variant], metrics: Metrics, target: float | None) -> list[dict]:
@@ -295,7 +136,7 @@ def _efficiency_section(doc: Document, variants: list[Variant], metrics: Metrics
                   "length), times tokens per step; the weighting's own cost is not in it but is in the measured "
                   "tokens/s (median over logged steps) and training time (Σ step time, validation excluded). Peak "
                   "memory: the process's max RSS on CPU, allocator peak on CUDA. Steps to target: first validation "
-                  f"step with val loss ≤ {_fmt(target)} (the worst final val loss of all runs, unless given). Every "
+                  f"step with val loss ≤ {fmt(target)} (the worst final val loss of all runs, unless given). Every "
                   "method has the same steps and records per step; tokens seen differ only where the records "
                   "do (the critic also trains on incorrect solutions).")
     headers = ["variant", "FLOPs/step (est.)", "tokens/s", "train time (s)", "peak memory (MB)", "tokens seen",
@@ -306,9 +147,9 @@ def _efficiency_section(doc: Document, variants: list[Variant], metrics: Metrics
         entry = {k: bootstrap_ci(_values(v, metrics, k)).mean for k in
                  ("flops_per_step", "tokens_per_s", "train_time_s", "peak_mem_mb", "tokens_seen", "steps_to_target")}
         out.append({"variant": v.label, **entry, "reached": len(reached), "runs": len(v.runs)})
-        rows.append([v.label, _fmt(entry["flops_per_step"], 3), _mean_ci(v, metrics, "tokens_per_s", 4),
+        rows.append([v.label, fmt(entry["flops_per_step"], 3), _mean_ci(v, metrics, "tokens_per_s", 4),
                      _mean_ci(v, metrics, "train_time_s", 4), _mean_ci(v, metrics, "peak_mem_mb", 4),
-                     _fmt(entry["tokens_seen"], 6), f"{_fmt(entry['steps_to_target'])} ({len(reached)}/{len(v.runs)})"])
+                     fmt(entry["tokens_seen"], 6), f"{fmt(entry['steps_to_target'])} ({len(reached)}/{len(v.runs)})"])
     doc.table(headers, rows)
     return out
 
@@ -332,9 +173,9 @@ def _stability_section(doc: Document, variants: list[Variant], metrics: Metrics)
                        "val_explained_var_final")})
         entry["bad_steps"] = sum(_values(v, metrics, "bad_steps"))
         out.append(entry)
-        rows.append([v.label, _mean_ci(v, metrics, "grad_norm_mean"), _fmt(entry["grad_norm_max"]),
-                     _mean_ci(v, metrics, "w_entropy_final"), _mean_ci(v, metrics, "w_frac_zero_final"), _fmt(sd),
-                     _fmt(entry["bad_steps"]), _mean_ci(v, metrics, "val_drift_final"),
+        rows.append([v.label, _mean_ci(v, metrics, "grad_norm_mean"), fmt(entry["grad_norm_max"]),
+                     _mean_ci(v, metrics, "w_entropy_final"), _mean_ci(v, metrics, "w_frac_zero_final"), fmt(sd),
+                     fmt(entry["bad_steps"]), _mean_ci(v, metrics, "val_drift_final"),
                      _mean_ci(v, metrics, "val_explained_var_final")])
     doc.table(headers, rows)
     return out
@@ -399,9 +240,9 @@ def _critic_section(doc: Document, variants: list[Variant], metrics: Metrics) ->
     for row in rows:
         cells = [row["variant"], str(row["seed"])]
         for prefix in ("stage1_", "final_"):
-            auc = _fmt(row.get(prefix + "val_auc_last"), 3)
-            cells.append(auc + " " + _ci(row.get(prefix + "val_auc_ci_low"), row.get(prefix + "val_auc_ci_high"), 3))
-            cells += [_fmt(row.get(prefix + key), 3) for key, _ in CRITIC_COLUMNS[1:]]
+            auc = fmt(row.get(prefix + "val_auc_last"), 3)
+            cells.append(auc + " " + fmt_ci(row.get(prefix + "val_auc_ci_low"), row.get(prefix + "val_auc_ci_high"), 3))
+            cells += [fmt(row.get(prefix + key), 3) for key, _ in CRITIC_COLUMNS[1:]]
         table.append(cells)
     labels = [label for _, label in CRITIC_COLUMNS]
     doc.table(["variant", "seed", *[f"stage 1: {x}" for x in labels], *[f"final: {x}" for x in labels]], table)
@@ -420,9 +261,9 @@ def _analysis_section(doc: Document, variants: list[Variant], data: dict[str, An
             edges = np.array(hists[0][0])
             counts = sum(h[1][k] for h in hists)
             total = max(int(counts.sum()), 1)
-            rows.append([v.label, str(k), _fmt(float(counts[edges[:-1] < 0.125].sum()) / total),
-                         _fmt(float(counts[(edges[:-1] >= 0.875) & (edges[:-1] < 1.125)].sum()) / total),
-                         _fmt(float(counts[edges[:-1] >= 2].sum()) / total), str(total)])
+            rows.append([v.label, str(k), fmt(float(counts[edges[:-1] < 0.125].sum()) / total),
+                         fmt(float(counts[(edges[:-1] >= 0.875) & (edges[:-1] < 1.125)].sum()) / total),
+                         fmt(float(counts[edges[:-1] >= 2].sum()) / total), str(total)])
     doc.table(["variant", "head", "frac w < 0.125", "frac 0.875 ≤ w < 1.125", "frac w ≥ 2", "entries"], rows)
     data["error_by_token_difficulty"] = _token_difficulty(doc, variants)
     data["error_by_problem_difficulty"] = _problem_difficulty(doc, variants)
@@ -444,7 +285,7 @@ def _token_difficulty(doc: Document, variants: list[Variant]) -> list[dict]:
                        for i in range(len(labels))]
             means = [statistics.fmean(x) if x else None for x in per_bin]
             out.append({"variant": v.label, "head": k, "error": means})
-            rows.append([v.label, str(k), *[_fmt(m) for m in means]])
+            rows.append([v.label, str(k), *[fmt(m) for m in means]])
     counts = found[0].get("n_h1", [])
     doc.table(["variant", "head", *[f"{lab} nats (n={n})" for lab, n in zip(labels, counts)]], rows)
     return out
@@ -463,7 +304,7 @@ def _problem_difficulty(doc: Document, variants: list[Variant]) -> list[dict]:
             for level, fails in sorted(groups.items()):
                 out.append({"variant": v.label, "bench": bench, "difficulty": level,
                             "failure_rate": statistics.fmean(fails), "n": len(fails)})
-                rows.append([v.label, bench, level, _fmt(statistics.fmean(fails)), str(len(fails))])
+                rows.append([v.label, bench, level, fmt(statistics.fmean(fails)), str(len(fails))])
     if rows:
         doc.table(["variant", "benchmark", "difficulty", "failure rate", "problem × seed pairs"], rows)
     else:
@@ -491,21 +332,3 @@ def _figures_section(doc: Document, variants: list[Variant], out_dir: Path) -> N
                                    title="critic value drift vs the stage-1 anchor")
     if drift is not None:
         doc.figure(drift, "Value drift over training (critic)", relative_to=out_dir)
-
-
-# ---- formatting ------------------------------------------------------------------------------------------
-
-
-def _fmt(x: float | None, digits: int = 4) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "—"
-    if x != 0 and (abs(x) >= 1e6 or abs(x) < 1e-3):
-        return f"{x:.{max(digits - 1, 1)}e}"
-    return f"{x:.{digits}g}"
-
-
-def _ci(low: float | None, high: float | None, digits: int = 4) -> str:
-    if low is None or high is None or math.isnan(low) or math.isnan(high):
-        return "—"
-    return f"[{_fmt(low, digits)}, {_fmt(high, digits)}]"
-

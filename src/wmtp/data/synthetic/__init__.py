@@ -15,10 +15,10 @@ with fewer problems yields a prefix of the same problems.
 Every record carries `decisive_spans` (`spans`): where a mutant differs from the correct body it was made from,
 and on a correct body the regions its incorrect mutants changed.
 
-Modules: `spec` (what a template is), `templates` (the templates, a module per family), `mutate` (the mutation
-engine), `problems` (problem assembly), `program` (the program that grades a completion, in labelling and in
-evaluation alike), `spans` (decisive spans by difflib), `splits` (labelling in the sandbox, spans, train / valid
-/ test).
+Modules: `spec` (what a template is, and the engine that builds one), `templates` (the templates: per family, its
+texts in a YAML file and its draws in a module), `mutate` (the mutation engine), `problems` (problem assembly),
+`program` (the program that grades a completion, in labelling and in evaluation alike), `spans` (decisive spans by
+difflib), `splits` (labelling in the sandbox, spans, train / valid / test).
 """
 
 from wmtp.data.synthetic.problems import GENERATOR_VERSION, Problem, generate_problems

@@ -38,7 +38,8 @@ from typing import Any
 
 from wmtp.data.records import DataError
 from wmtp.eval.benchmarks.base import Benchmark, Problem, load_with
-from wmtp.eval.benchmarks.rows import require_keys, rows_from
+from wmtp.eval.benchmarks.fewshot import test_and_fewshot_rows
+from wmtp.eval.benchmarks.rows import require_keys
 
 N_SHOT = 5  # lm-eval's num_fewshot
 FEWSHOT_SEED = 1234  # lm-eval's default fewshot_random_seed
@@ -149,14 +150,11 @@ def load_gsm8k(
 ) -> list[Problem]:
     """GSM8K problems (ids ``gsm8k/<row>``), each with its own ``n_shot`` examples (see the module docstring).
     Few-shot rows come from ``fewshot_file`` or, with a hub dataset, from its ``train`` split."""
-    rows = rows_from(data_file=data_file, dataset=dataset, split=split or "test", benchmark="gsm8k")
-    shots: list[dict[str, Any]] = []
-    if n_shot > 0:
-        if fewshot_file is None and dataset is None:
-            raise DataError(f"gsm8k: n_shot={n_shot} (lm-eval's default is {N_SHOT}) needs a few-shot file "
-                            "(--fewshot-file, the train jsonl), or --n-shot 0 for the zero-shot prompt")
-        shots = rows_from(data_file=fewshot_file, dataset=None if fewshot_file else dataset,
-                          split="train", benchmark="gsm8k few-shot")
+    rows, shots = test_and_fewshot_rows("gsm8k", data_file, dataset=dataset, split=split, n_shot=n_shot,
+                                        fewshot_file=fewshot_file, hub_fewshot_split="train")
+    if shots is None:
+        raise DataError(f"gsm8k: n_shot={n_shot} (lm-eval's default is {N_SHOT}) needs a few-shot file "
+                        "(--fewshot-file, the train jsonl), or --n-shot 0 for the zero-shot prompt")
     draws = fewshot_indices(len(rows), len(shots), n_shot, seed=seed)
     used = sorted({i for draw in draws for i in draw})
     require_keys([shots[i] for i in used], ("question", "answer"), benchmark="gsm8k few-shot")

@@ -55,7 +55,8 @@ from typing import Any
 
 from wmtp.data.records import DataError
 from wmtp.eval.benchmarks.base import Benchmark, Problem, load_with
-from wmtp.eval.benchmarks.rows import require_keys, rows_from
+from wmtp.eval.benchmarks.fewshot import test_and_fewshot_rows
+from wmtp.eval.benchmarks.rows import require_keys
 
 N_SHOT = 4  # lm-eval's num_fewshot for minerva_math
 STOP = ("Problem:",)  # lm-eval's until
@@ -299,11 +300,11 @@ def load_math(
         import math_verify  # noqa: F401
     except ImportError:
         raise DataError("math needs the math-verify package: `pip install math-verify`") from None
-    rows = rows_from(data_file=data_file, dataset=dataset, split=split or "test", benchmark="math")
+    rows, shots = test_and_fewshot_rows("math", data_file, dataset=dataset, split=split, n_shot=n_shot,
+                                        fewshot_file=fewshot_file)
     pool: Sequence[tuple[str, str]] = MINERVA_EXAMPLES
     source = f"the {len(MINERVA_EXAMPLES)} Minerva examples (give more with --fewshot-file)"
-    if n_shot > 0 and fewshot_file is not None:
-        shots = rows_from(data_file=fewshot_file, dataset=None, split=None, benchmark="math few-shot")
+    if n_shot > 0 and shots is not None:  # the few-shot file's rows
         require_keys(shots[:n_shot], ("problem", "solution"), benchmark="math few-shot")
         pool, source = [(r["problem"], r["solution"]) for r in shots], f"{fewshot_file} has only {len(shots)} rows"
     if n_shot > len(pool):

@@ -1,4 +1,5 @@
-"""The problem templates, one module per family: 35 templates in 5 families."""
+"""The problem templates: 35 templates in 5 families, each family a YAML file of texts (`<family>.yaml`) and a
+module of draw functions (`<family>.py`), joined by `wmtp.data.synthetic.spec.family`."""
 
 from __future__ import annotations
 
