@@ -189,10 +189,11 @@ def test_head1_alignment_holds_with_leap_heads():
 
 def test_evaluate_heads_counts_offset_targets():
     model = MTPModel.from_trunk(tiny_model(1).trunk, n_heads=3, head_offsets=[1, 2, 5])
-    records = [EncodedRecord(f"r{i}", list(range(3, 3 + n)), n_prompt=2, is_correct=True) for i, n in enumerate((9, 12))]
+    lengths = (9, 12)
+    records = [EncodedRecord(f"r{i}", list(range(3, 3 + n)), n_prompt=2, is_correct=True) for i, n in enumerate(lengths)]
     out = evaluate_heads(model, records, pad_id=PAD)
     # a record of n tokens with a 2-token prompt: head k has targets j = t+o_k in [2, n) with t ≥ 0
-    assert [out[f"n_h{k}"] for k in (1, 2, 3)] == [sum(n - max(2, o) for n in (9, 12)) for o in (1, 2, 5)]
+    assert [out[f"n_h{k}"] for k in (1, 2, 3)] == [sum(n - max(2, o) for n in lengths) for o in (1, 2, 5)]
 
 
 # ---- critic ------------------------------------------------------------------------------------------------

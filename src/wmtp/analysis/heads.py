@@ -1,6 +1,7 @@
 """Per-head CE and top-1 accuracy on held-out records, and the error rate by token difficulty (reference CE bins).
 
-Head k at position t predicts token j = t + o_k, o the model's head offsets (default o_k = k; DESIGN §4); it is right when argmax_v logits_k[t, v] = x_j.
+Head k at position t predicts token j = t + o_k, o the model's head offsets (default o_k = k; DESIGN §4); it is
+right when argmax_v logits_k[t, v] = x_j.
 A token's difficulty is a reference model's CE of it, ref_ce[j] (nats); errors are counted per bin of ref_ce.
 Every run is measured on the same records (the correct validation solutions), whatever it trained on.
 """

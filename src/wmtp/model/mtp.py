@@ -128,11 +128,7 @@ class MTPModel(nn.Module):
 
     @classmethod
     def from_trunk(
-        cls,
-        trunk: PreTrainedModel,
-        *,
-        n_heads: int,
-        head1_is_trunk_layer: bool = True,
+        cls, trunk: PreTrainedModel, *, n_heads: int, head1_is_trunk_layer: bool = True,
         head_offsets: Sequence[int] | None = None,
     ) -> MTPModel:
         """Wrap a (pretrained) HF causal LM; new heads start as copies of its last block."""
@@ -148,11 +144,7 @@ class MTPModel(nn.Module):
 
     @classmethod
     def from_pretrained_trunk(
-        cls,
-        name_or_path: str,
-        *,
-        n_heads: int,
-        head1_is_trunk_layer: bool = True,
+        cls, name_or_path: str, *, n_heads: int, head1_is_trunk_layer: bool = True,
         head_offsets: Sequence[int] | None = None,
     ) -> MTPModel:
         """Load an HF causal LM by local path, `.gguf` file (dequantised to fp32, `wmtp.model.gguf`) or hub name
@@ -163,7 +155,9 @@ class MTPModel(nn.Module):
             trunk = load_gguf_causal_lm(name_or_path)
         else:
             trunk = AutoModelForCausalLM.from_pretrained(name_or_path, attn_implementation="sdpa", dtype=torch.float32)
-        return cls.from_trunk(trunk, n_heads=n_heads, head1_is_trunk_layer=head1_is_trunk_layer, head_offsets=head_offsets)
+        return cls.from_trunk(
+            trunk, n_heads=n_heads, head1_is_trunk_layer=head1_is_trunk_layer, head_offsets=head_offsets
+        )
 
     # ---- parts --------------------------------------------------------------------------------
 
@@ -227,8 +221,9 @@ class MTPModel(nn.Module):
         return self.decoder.norm(self._run_block(self.head_block(k), z, ctx))
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
-        """All heads' logits [B,T,H,V] ([b,t,k-1] predicts token t + head_offsets[k-1]). Materialises every head's logits: for tests and small inputs only;
-        training goes through `wmtp.train.step`, which never holds more than a chunk of one head's logits."""
+        """All heads' logits [B,T,H,V] ([b,t,k-1] predicts token t + head_offsets[k-1]). Materialises every head's
+        logits: for tests and small inputs only; training goes through `wmtp.train.step`, which never holds more
+        than a chunk of one head's logits."""
         z, ctx = self.trunk_forward(input_ids, attention_mask)
         return torch.stack(
             [self.head_hidden(k, z, ctx) @ self.unembed.T for k in range(1, self.n_heads + 1)], dim=2

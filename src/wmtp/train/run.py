@@ -48,7 +48,9 @@ def build_model(cfg: RunConfig, tokenizer) -> MTPModel:
         if not cfg.model.head1_is_trunk_layer:
             raise ConfigError("a Meta multi-token checkpoint has head 1 as its last trunk layer: set "
                               "model.head1_is_trunk_layer=true")
-        return load_meta_checkpoint(cfg.model.pretrained, n_heads=cfg.model.n_heads, head_offsets=cfg.model.head_offsets)
+        return load_meta_checkpoint(
+            cfg.model.pretrained, n_heads=cfg.model.n_heads, head_offsets=cfg.model.head_offsets
+        )
     if cfg.model.pretrained is not None:
         return MTPModel.from_pretrained_trunk(
             cfg.model.pretrained, n_heads=cfg.model.n_heads, head1_is_trunk_layer=cfg.model.head1_is_trunk_layer,

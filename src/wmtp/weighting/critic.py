@@ -1,8 +1,9 @@
 """Verifiable-critic weighting (DESIGN §7): a value head learns the chance that a solution is correct from the
 records' `is_correct`; the TD errors / GAE advantages of each target token become the weights of the heads
-that predict it (head k at t: token t + o_k, o the model's head offsets, learnt in `attach` / `bind`). Two stages: stage 1 (`pre_train`) pre-trains the value head on value loss alone and leaves the
-stage-1 critic's values of every record as the anchor of stage 2's drift control; stage 2 is weighted MTP plus
-`value_coef` × value loss (`aux_loss`). The math is in wmtp.weighting.critic_math (notation there).
+that predict it (head k at t: token t + o_k, o the model's head offsets, learnt in `attach` / `bind`). Two
+stages: stage 1 (`pre_train`) pre-trains the value head on value loss alone and leaves the stage-1 critic's values
+of every record as the anchor of stage 2's drift control; stage 2 is weighted MTP plus `value_coef` × value loss
+(`aux_loss`). The math is in wmtp.weighting.critic_math (notation there); its options in critic_config.py.
 
 Value head input: the trunk output z and, with `value_features=surprise` (default), the running maximum over the
 completion so far of the model's own head-1 surprise −log p(x_j|x_<j) and excess surprise (surprise − entropy):

@@ -99,8 +99,8 @@ def kstep_td(
     δ[t,k] = Σ_{i=s+1..j} γ^{i−s−1} r_i + γ^{j−s}·V(s_j)·[j not last] − V(s_s); 0 where j is not a completion token.
     For t ≥ c−1 this is the o_k-step error of the proposal; a window that starts in the prompt (t < c−1, the first
     o_k−1 targets of head k) starts at the last prompt state s_{c−1} instead, as the prompt holds no reward and no
-    decision: δ[t,k] = δ[c−1, ·] of horizon j−c+1, the (j−c+1)-step error of the same target. So every valid target
-    has a weight (none is 0 while counted in the normaliser's denominator)."""
+    decision: δ[t,k] = the (j−c+1)-step error δ[c−1, ·] of the same target. So every valid target has a weight
+    (none is 0 while counted in the normaliser's denominator)."""
     offsets = check_offsets(offsets, n_heads)
     mask = mask.bool()
     B, T = mask.shape
