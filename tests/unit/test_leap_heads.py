@@ -302,3 +302,23 @@ def test_localisation_and_eos_share_use_offsets():
     share = eos_share(weights, valid, loss, None, offsets)
     assert share["eos_entry_share"] == pytest.approx(int(last.sum()) / int(valid.sum()))
     assert share["eos_share"] == pytest.approx(float(weights[last].sum() / weights[valid].sum()))
+
+
+@pytest.mark.xfail(strict=True, reason="until Rho1Weight learns the offsets in attach and passes them to excess_loss "
+                   "(rho1.py is helper step's; edit in helper leap's report); remove at merge")
+def test_rho1_excess_reads_the_offset_reference_token():
+    from wmtp.weighting.rho1 import Rho1Config, Rho1Weight
+
+    offsets = (1, 3)
+    ids, loss, attn = padded_batch()
+    g = torch.Generator().manual_seed(4)
+    batch = {"input_ids": ids, "loss_mask": loss, "attention_mask": attn, "ref_ce": torch.rand(ids.shape, generator=g)}
+    valid = mtp_targets(ids, loss, attn, 2, offsets)[1]
+    ce = torch.where(valid, torch.rand(valid.shape, generator=g) * 3, 0.0)
+    rho1 = Rho1Weight(Rho1Config(excess="signed", min_ce_diff=0.0))
+    rho1.attach(MTPModel.from_trunk(tiny_model(1).trunk, n_heads=2, head_offsets=offsets))
+    rho1.weights(batch, valid, ce, {})
+    for k, o in enumerate(offsets):
+        diffs = [float(ce[b, t, k] - batch["ref_ce"][b, t + o]) for b, t in itertools.product(range(5), range(14))
+                 if valid[b, t, k]]
+        assert rho1.stats()[f"excess_h{k + 1}"] == pytest.approx(sum(diffs) / len(diffs), rel=1e-5)
