@@ -176,6 +176,16 @@ def test_old_model_files_without_offsets_load_as_default(tmp_path):
     assert load_model_dir(tmp_path / "m").head_offsets == (1, 2, 3)
 
 
+def test_init_from_refuses_other_offsets(tmp_path):
+    from wmtp.train.run import build_model
+
+    model = MTPModel.from_trunk(tiny_model(1).trunk, n_heads=3, head_offsets=[1, 2, 4])
+    save_model_dir(model, tmp_path / "base")
+    cfg = load_config(None, [f"model.init_from={tmp_path / 'base'}", "model.n_heads=3"])
+    with pytest.raises(ConfigError, match=r"head_offsets=\[1, 2, 4\]; the config asks for 3, True, \[1, 2, 3\]"):
+        build_model(cfg, tokenizer=None)
+
+
 def test_meta_checkpoint_refuses_leap_offsets(tmp_path):
     with pytest.raises(CheckpointError, match="keeps head offsets 1..H"):
         load_meta_checkpoint(tmp_path, n_heads=3, head_offsets=[1, 2, 4])
