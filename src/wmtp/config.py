@@ -26,6 +26,7 @@ from pydantic import (
     model_validator,
 )
 
+from wmtp.model.offsets import check_offsets
 from wmtp.registry import method_class, weighting_class, weightings
 
 
@@ -109,7 +110,14 @@ class ModelConfig(_Strict):
         description="A wmtp model directory (a run's model/) to start from, e.g. a shared base model that every "
         "method fine-tunes; its heads and tokenizer must match. None: `pretrained` or a fresh init.",
     )
-    n_heads: int = Field(4, ge=1, le=16, description="H, the number of prediction heads; head k predicts t+k.")
+    n_heads: int = Field(
+        4, ge=1, le=16, description="H, the number of prediction heads; head k predicts t + head_offsets[k−1]."
+    )
+    head_offsets: list[int] | None = Field(
+        None,
+        description="Leap heads (L-MTP): head k predicts token t + head_offsets[k−1]; H positive, strictly "
+        "increasing offsets starting at 1 (head 1 is the next-token head), e.g. [1, 2, 4]. None = [1, 2, …, H].",
+    )
     head1_is_trunk_layer: bool = Field(
         True,
         description="Head 1 is the trunk's last transformer block (Meta); otherwise every head is an extra block.",
@@ -136,7 +144,22 @@ class ModelConfig(_Strict):
             raise ValueError("set at most one of model.init_from and model.pretrained")
         if self.head1_is_trunk_layer and self.pretrained is None and self.n_layers < 2:
             raise ValueError("model.n_layers must be >= 2 when model.head1_is_trunk_layer=true")
+        check_offsets(self.head_offsets, self.n_heads, name="model.head_offsets", next_token_head=True)
         return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """head_offsets is left out while None, so that configs (and their hashes) from before leap heads stay
+        the same."""
+        out = handler(self)
+        if self.head_offsets is None:
+            out.pop("head_offsets", None)
+        return out
+
+    @property
+    def offsets(self) -> tuple[int, ...]:
+        """The head offsets (head_offsets, or 1..n_heads when None)."""
+        return check_offsets(self.head_offsets, self.n_heads, name="model.head_offsets", next_token_head=True)
 
 
 class WeightingConfig(_Strict):

@@ -1,6 +1,7 @@
 """Per-head CE and top-1 accuracy on held-out records, and the error rate by token difficulty (reference CE bins).
 
-Head k at position t predicts token j = t + k (DESIGN §4); it is right when argmax_v logits_k[t, v] = x_j.
+Head k at position t predicts token j = t + o_k, o the model's head offsets (default o_k = k; DESIGN §4); it is
+right when argmax_v logits_k[t, v] = x_j.
 A token's difficulty is a reference model's CE of it, ref_ce[j] (nats); errors are counted per bin of ref_ce.
 Every run is measured on the same records (the correct validation solutions), whatever it trained on.
 """
@@ -40,16 +41,16 @@ def evaluate_heads(
     "n_h{k}": tokens per bin, "error_h{k}": error rate per bin (None for an empty bin)}."""
     was_training = model.training
     model.eval()
-    H, n_bins = model.n_heads, len(edges)
+    H, offsets, n_bins = model.n_heads, model.head_offsets, len(edges)
     correct, total, ce_sum = torch.zeros(H), torch.zeros(H), torch.zeros(H, dtype=torch.float64)
     bin_err, bin_n = torch.zeros(H, n_bins), torch.zeros(H, n_bins)
     bounds = torch.tensor(list(edges), dtype=torch.float32)
     for i in range(0, len(records), batch_size):
         batch = collate(records[i : i + batch_size], pad_id=pad_id)
-        targets, valid = batch_targets(batch, H)  # [B,T,H]
+        targets, valid = batch_targets(batch, H, offsets=offsets)  # [B,T,H]
         z, ctx = model.trunk_forward(batch["input_ids"], batch["attention_mask"])
         ref = None if reference is None else reference(batch["input_ids"], batch["attention_mask"]).float()  # [B,T]
-        for k in range(1, H + 1):
+        for k, o in enumerate(offsets, start=1):
             sel = valid[..., k - 1]
             if not sel.any():
                 continue
@@ -60,7 +61,7 @@ def evaluate_heads(
             correct[k - 1] += hit.sum()
             total[k - 1] += hit.numel()
             if ref is not None:
-                ref_target = _shift_left(ref, k)[sel]  # [N]: ref_ce of token j = t + k
+                ref_target = _shift_left(ref, o)[sel]  # [N]: ref_ce of token j = t + o_k
                 idx = (torch.bucketize(ref_target, bounds, right=True) - 1).clamp(0, n_bins - 1)
                 bin_n[k - 1] += torch.bincount(idx, minlength=n_bins).float()
                 bin_err[k - 1] += torch.bincount(idx, weights=1 - hit, minlength=n_bins).float()

@@ -1,5 +1,6 @@
 """Save/load an MTPModel as a directory: model.safetensors + wmtp_model.json + tokenizer files.
 
+wmtp_model.json records the architecture: heads, head_offsets, the trunk's HF config and the value head.
 Loading rebuilds the trunk from its saved HF config (no download) and loads weights with strict key
 checking: a missing or unexpected tensor is an error naming it.
 """
@@ -44,6 +45,7 @@ def model_meta(model: MTPModel) -> dict:
         "format": "wmtp-mtp-v1",
         "n_heads": model.n_heads,
         "head1_is_trunk_layer": model.head1_is_trunk_layer,
+        "head_offsets": list(model.head_offsets),
         "trunk_config": model.trunk.config.to_dict(),
         "value_head": model.value_head.spec() if model.value_head is not None else None,
     }
@@ -56,11 +58,13 @@ def write_model_files(model: MTPModel, directory: Path) -> None:
 
 
 def build_from_meta(meta: dict) -> MTPModel:
-    """An MTPModel with the saved architecture and freshly initialised weights."""
+    """An MTPModel with the saved architecture and freshly initialised weights (model files from before leap heads,
+    without head_offsets, have heads 1..H)."""
     trunk_cfg = dict(meta["trunk_config"])
     config = AutoConfig.for_model(trunk_cfg.pop("model_type"), **trunk_cfg)
     trunk = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa")
-    model = MTPModel.from_trunk(trunk, n_heads=meta["n_heads"], head1_is_trunk_layer=meta["head1_is_trunk_layer"])
+    model = MTPModel.from_trunk(trunk, n_heads=meta["n_heads"], head1_is_trunk_layer=meta["head1_is_trunk_layer"],
+                                head_offsets=meta.get("head_offsets"))
     if meta.get("value_head") is not None:
         model.attach_value_head(meta["value_head"]["kind"], n_features=meta["value_head"].get("n_features", 0))
     return model

@@ -1,6 +1,7 @@
 """Export head 1 of an MTPModel as a plain HF causal LM (what `AutoModelForCausalLM` loads and `generate` runs).
 
-Head 1 is next-token prediction: the trunk's shared blocks, head 1's block, the shared final norm and unembedding.
+Head 1 is next-token prediction (its offset is always 1, leap heads too): the trunk's shared blocks, head 1's
+block, the shared final norm and unembedding.
 When head 1 is the trunk's last block the trunk already is that model; otherwise head 1's block is appended to a
 copy of the trunk's blocks. Extra heads are dropped.
 """

@@ -1,33 +1,46 @@
 """Aligned MTP targets, per-head cross-entropy without all heads' logits, and the weighted reduction.
 
 Legend: B batch, T sequence, H heads, D hidden, V vocabulary, N selected tokens.
-Head k ∈ {1..H} at position t predicts token j = t + k (DESIGN §4):
-    valid[b,t,k] = (t+k < T) and loss_mask[b,t+k] and attention_mask[b,t]
+Head k ∈ {1..H} at position t predicts token j = t + o_k, o = the model's head offsets (default o_k = k,
+DESIGN §4; wmtp.model.offsets):
+    valid[b,t,k] = (t+o_k < T) and loss_mask[b,t+o_k] and attention_mask[b,t]
 Loss = Σ_valid w·ce·λ_k / Σ_valid 1 (DESIGN §6); w comes detached from a WeightFn.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from wmtp.model.offsets import check_offsets
 
 IGNORE_INDEX = -100
 
 
 def mtp_targets(
-    input_ids: Tensor, loss_mask: Tensor, attention_mask: Tensor, n_heads: int, *, segment_ids: Tensor | None = None
+    input_ids: Tensor,
+    loss_mask: Tensor,
+    attention_mask: Tensor,
+    n_heads: int,
+    offsets: Sequence[int] | None = None,
+    *,
+    segment_ids: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Targets of every head at every position.
 
-    input_ids, loss_mask, attention_mask: [B,T] (masks bool or 0/1).
-    Returns targets Long[B,T,H] (input_ids[b,t+k], or -100 where invalid) and valid Bool[B,T,H],
-    with valid[b,t,k-1] = (t+k < T) & loss_mask[b,t+k] & attention_mask[b,t].
-    segment_ids (optional Long[B,T], packed rows): additionally segment_ids[b,t] == segment_ids[b,t+k], so no
+    input_ids, loss_mask, attention_mask: [B,T] (masks bool or 0/1). offsets o: head k predicts j = t + o_k
+    (n_heads positive, strictly increasing ints; None = 1..n_heads).
+    Returns targets Long[B,T,H] (input_ids[b,t+o_k], or -100 where invalid) and valid Bool[B,T,H],
+    with valid[b,t,k-1] = (t+o_k < T) & loss_mask[b,t+o_k] & attention_mask[b,t].
+    segment_ids (optional Long[B,T], packed rows): additionally segment_ids[b,t] == segment_ids[b,t+o_k], so no
     target crosses a record boundary.
     """
     if n_heads < 1:
         raise ValueError(f"n_heads must be >= 1, got {n_heads}")
+    offsets = check_offsets(offsets, n_heads)
     if not (input_ids.shape == loss_mask.shape == attention_mask.shape) or input_ids.dim() != 2:
         raise ValueError(
             f"input_ids, loss_mask and attention_mask must share one [B,T] shape, got "
@@ -37,12 +50,14 @@ def mtp_targets(
     loss_mask, attention_mask = loss_mask.bool(), attention_mask.bool()
     valid = torch.zeros(B, T, n_heads, dtype=torch.bool, device=input_ids.device)
     targets = torch.full((B, T, n_heads), IGNORE_INDEX, dtype=torch.long, device=input_ids.device)
-    for k in range(1, min(n_heads, T - 1) + 1):
-        v = loss_mask[:, k:] & attention_mask[:, : T - k]  # [B, T-k]: target j = t+k
+    for k, o in enumerate(offsets, start=1):
+        if o >= T:
+            break  # offsets increase: no later head has a target either
+        v = loss_mask[:, o:] & attention_mask[:, : T - o]  # [B, T-o]: target j = t+o
         if segment_ids is not None:
-            v = v & (segment_ids[:, k:] == segment_ids[:, : T - k])
-        valid[:, : T - k, k - 1] = v
-        targets[:, : T - k, k - 1] = torch.where(v, input_ids[:, k:].long(), IGNORE_INDEX)
+            v = v & (segment_ids[:, o:] == segment_ids[:, : T - o])
+        valid[:, : T - o, k - 1] = v
+        targets[:, : T - o, k - 1] = torch.where(v, input_ids[:, o:].long(), IGNORE_INDEX)
     return targets, valid
 
 

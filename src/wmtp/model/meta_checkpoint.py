@@ -6,7 +6,8 @@ ffn_dim_multiplier?, norm_eps, rope_theta?, n_future_tokens), `consolidated.pth`
     layers:      n_layers − n + 1 blocks;  extra_heads: the other n − 1 blocks
     z = layers[:-1](tok_embeddings(x))      the trunk
     head 1 = layers[-1](z),  head j+2 = extra_heads[j](z),  logits = output(norm(head))   (norm, output shared)
-which is an MTPModel with head1_is_trunk_layer=True and an untied unembedding.
+which is an MTPModel with head1_is_trunk_layer=True and an untied unembedding. Meta's heads predict t+1..t+n, so
+the model keeps head offsets 1..H (leap heads are refused).
 Meta's rotary embedding rotates dimension pairs (2i, 2i+1) (complex form); HF Llama rotates (i, i + d/2)
 (rotate-half). The rows of wq and wk are therefore permuted within each attention head, as in transformers'
 convert_llama_weights_to_hf, so that both give the same attention scores.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,7 @@ from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 
 from wmtp.model.checkpoints import CheckpointError
 from wmtp.model.mtp import MTPModel
+from wmtp.model.offsets import is_default
 
 PARAMS_FILE = "params.json"
 WEIGHTS_FILE = "consolidated.pth"
@@ -137,11 +140,21 @@ def convert_state_dict(sd: dict[str, Tensor], params: dict[str, Any]) -> tuple[d
 
 
 def load_meta_checkpoint(
-    path: str | Path, *, n_heads: int | None = None, dtype: torch.dtype = torch.float32
+    path: str | Path,
+    *,
+    n_heads: int | None = None,
+    head_offsets: Sequence[int] | None = None,
+    dtype: torch.dtype = torch.float32,
 ) -> MTPModel:
     """An MTPModel holding Meta's trunk and heads. n_heads (default n_future_tokens): fewer keeps the first
-    heads; more adds heads initialised as copies of head 1's block (like a pretrained trunk)."""
+    heads; more adds heads initialised as copies of head 1's block (like a pretrained trunk). head_offsets: None
+    or 1..H; Meta's heads were trained on t+1..t+n, so any other offsets are a CheckpointError."""
     path = Path(path)
+    if head_offsets is not None and not is_default(head_offsets):
+        raise CheckpointError(
+            f"model.head_offsets={list(head_offsets)}: a Meta multi-token checkpoint keeps head offsets 1..H "
+            f"(its heads predict t+1..t+n); leave model.head_offsets unset"
+        )
     if not is_meta_checkpoint(path):
         raise CheckpointError(f"{path} is not a Meta checkpoint directory (needs {PARAMS_FILE} and {WEIGHTS_FILE})")
     params = read_params(path)

@@ -4,13 +4,15 @@ Meta's multi-token prediction (Gloeckle et al. 2024):
     z = trunk(x)                       [B,T,D]   (the trunk's blocks, minus the last when it is head 1)
     h_k = norm(f_k(z))                 [B,T,D]   head k = one transformer block f_k
     logits_k = h_k @ Wᵀ                [B,T,V]   W = the trunk's (tied) unembedding
-Head 1 is the trunk's own last block when `head1_is_trunk_layer` (then H=1 is exactly the HF model).
+Head k predicts token t + head_offsets[k−1] (default t+k; leap heads, wmtp.model.offsets); head 1 always predicts
+t+1. Head 1 is the trunk's own last block when `head1_is_trunk_layer` (then H=1 is exactly the HF model).
 Supported trunks are the Llama family of HF decoders (embed_tokens, layers, norm, rotary_emb).
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -19,6 +21,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
 from transformers.masking_utils import create_causal_mask
 
 from wmtp.config import ModelConfig
+from wmtp.model.offsets import check_offsets
 from wmtp.model.value_head import ValueHead
 
 SUPPORTED_TRUNKS = ("llama", "mistral", "qwen2", "qwen3")
@@ -52,9 +55,17 @@ def packed_positions_and_mask(segment_ids: Tensor) -> tuple[Tensor, Tensor]:
 
 
 class MTPModel(nn.Module):
-    """Trunk + H heads. `trunk` is an HF `*ForCausalLM`; `heads` holds the extra blocks."""
+    """Trunk + H heads. `trunk` is an HF `*ForCausalLM`; `heads` holds the extra blocks; head k predicts token
+    t + head_offsets[k−1] (head_offsets: H positive, strictly increasing ints from 1; None = 1..H)."""
 
-    def __init__(self, trunk: PreTrainedModel, heads: nn.ModuleList, *, head1_is_trunk_layer: bool):
+    def __init__(
+        self,
+        trunk: PreTrainedModel,
+        heads: nn.ModuleList,
+        *,
+        head1_is_trunk_layer: bool,
+        head_offsets: Sequence[int] | None = None,
+    ):
         super().__init__()
         model_type = trunk.config.model_type
         if model_type not in SUPPORTED_TRUNKS:
@@ -65,6 +76,9 @@ class MTPModel(nn.Module):
         self.n_heads = len(heads) + int(head1_is_trunk_layer)
         if self.n_heads < 1:
             raise ValueError("an MTPModel needs at least one head")
+        self.head_offsets: tuple[int, ...] = check_offsets(
+            head_offsets, self.n_heads, name="head_offsets", next_token_head=True
+        )
         self.value_head: ValueHead | None = None  # the critic's V(s_t); see attach_value_head
 
     def attach_value_head(self, kind: str, *, n_features: int = 0) -> ValueHead:
@@ -110,10 +124,13 @@ class MTPModel(nn.Module):
         heads = nn.ModuleList(layers[cfg.n_layers :])
         del layers[cfg.n_layers :]
         trunk.config.num_hidden_layers = cfg.n_layers
-        return cls(trunk, heads, head1_is_trunk_layer=cfg.head1_is_trunk_layer)
+        return cls(trunk, heads, head1_is_trunk_layer=cfg.head1_is_trunk_layer, head_offsets=cfg.head_offsets)
 
     @classmethod
-    def from_trunk(cls, trunk: PreTrainedModel, *, n_heads: int, head1_is_trunk_layer: bool = True) -> MTPModel:
+    def from_trunk(
+        cls, trunk: PreTrainedModel, *, n_heads: int, head1_is_trunk_layer: bool = True,
+        head_offsets: Sequence[int] | None = None,
+    ) -> MTPModel:
         """Wrap a (pretrained) HF causal LM; new heads start as copies of its last block."""
         base = trunk.get_decoder()
         n_extra = n_heads - int(head1_is_trunk_layer)
@@ -123,10 +140,13 @@ class MTPModel(nn.Module):
             block = copy.deepcopy(base.layers[-1])
             block.self_attn.layer_idx = n_layers + i  # distinct KV-cache slot per head
             heads.append(block)
-        return cls(trunk, heads, head1_is_trunk_layer=head1_is_trunk_layer)
+        return cls(trunk, heads, head1_is_trunk_layer=head1_is_trunk_layer, head_offsets=head_offsets)
 
     @classmethod
-    def from_pretrained_trunk(cls, name_or_path: str, *, n_heads: int, head1_is_trunk_layer: bool = True) -> MTPModel:
+    def from_pretrained_trunk(
+        cls, name_or_path: str, *, n_heads: int, head1_is_trunk_layer: bool = True,
+        head_offsets: Sequence[int] | None = None,
+    ) -> MTPModel:
         """Load an HF causal LM by local path, `.gguf` file (dequantised to fp32, `wmtp.model.gguf`) or hub name
         (a hub name is the user's request to download)."""
         from wmtp.model.gguf import is_gguf, load_gguf_causal_lm
@@ -135,7 +155,9 @@ class MTPModel(nn.Module):
             trunk = load_gguf_causal_lm(name_or_path)
         else:
             trunk = AutoModelForCausalLM.from_pretrained(name_or_path, attn_implementation="sdpa", dtype=torch.float32)
-        return cls.from_trunk(trunk, n_heads=n_heads, head1_is_trunk_layer=head1_is_trunk_layer)
+        return cls.from_trunk(
+            trunk, n_heads=n_heads, head1_is_trunk_layer=head1_is_trunk_layer, head_offsets=head_offsets
+        )
 
     # ---- parts --------------------------------------------------------------------------------
 
@@ -199,8 +221,9 @@ class MTPModel(nn.Module):
         return self.decoder.norm(self._run_block(self.head_block(k), z, ctx))
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
-        """All heads' logits [B,T,H,V]. Materialises every head's logits: for tests and small inputs only;
-        training goes through `wmtp.train.step`, which never holds more than a chunk of one head's logits."""
+        """All heads' logits [B,T,H,V] ([b,t,k-1] predicts token t + head_offsets[k-1]). Materialises every head's
+        logits: for tests and small inputs only; training goes through `wmtp.train.step`, which never holds more
+        than a chunk of one head's logits."""
         z, ctx = self.trunk_forward(input_ids, attention_mask)
         return torch.stack(
             [self.head_hidden(k, z, ctx) @ self.unembed.T for k in range(1, self.n_heads + 1)], dim=2

@@ -48,10 +48,13 @@ def build_model(cfg: RunConfig, tokenizer) -> MTPModel:
         if not cfg.model.head1_is_trunk_layer:
             raise ConfigError("a Meta multi-token checkpoint has head 1 as its last trunk layer: set "
                               "model.head1_is_trunk_layer=true")
-        return load_meta_checkpoint(cfg.model.pretrained, n_heads=cfg.model.n_heads)
+        return load_meta_checkpoint(
+            cfg.model.pretrained, n_heads=cfg.model.n_heads, head_offsets=cfg.model.head_offsets
+        )
     if cfg.model.pretrained is not None:
         return MTPModel.from_pretrained_trunk(
-            cfg.model.pretrained, n_heads=cfg.model.n_heads, head1_is_trunk_layer=cfg.model.head1_is_trunk_layer
+            cfg.model.pretrained, n_heads=cfg.model.n_heads, head1_is_trunk_layer=cfg.model.head1_is_trunk_layer,
+            head_offsets=cfg.model.head_offsets,
         )
     return MTPModel.from_config(
         cfg.model,
@@ -67,10 +70,12 @@ def _init_from(cfg: RunConfig, tokenizer) -> MTPModel:
     (a weighting that needs one attaches a fresh one)."""
     directory = Path(cfg.model.init_from)
     model = load_model_dir(directory)
-    if model.n_heads != cfg.model.n_heads or model.head1_is_trunk_layer != cfg.model.head1_is_trunk_layer:
+    saved = (model.n_heads, model.head1_is_trunk_layer, model.head_offsets)
+    if saved != (cfg.model.n_heads, cfg.model.head1_is_trunk_layer, cfg.model.offsets):
         raise ConfigError(
             f"model.init_from={directory} has n_heads={model.n_heads}, head1_is_trunk_layer="
-            f"{model.head1_is_trunk_layer}; the config asks for {cfg.model.n_heads}, {cfg.model.head1_is_trunk_layer}"
+            f"{model.head1_is_trunk_layer}, head_offsets={list(model.head_offsets)}; the config asks for "
+            f"{cfg.model.n_heads}, {cfg.model.head1_is_trunk_layer}, {list(cfg.model.offsets)}"
         )
     if not (directory / "tokenizer").is_dir():
         raise ConfigError(f"model.init_from={directory} has no tokenizer/ directory to check against the data's")

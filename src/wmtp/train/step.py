@@ -8,6 +8,7 @@ one head's, however many heads there are.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,8 +34,12 @@ class StepResult:
     aux: dict[str, float] = field(default_factory=dict)  # the weighting's aux-loss metrics
 
 
-def batch_targets(batch: dict[str, Any], n_heads: int) -> tuple[Tensor, Tensor]:
-    return mtp_targets(batch["input_ids"], batch["loss_mask"], batch["attention_mask"], n_heads,
+def batch_targets(
+    batch: dict[str, Any], n_heads: int, *, offsets: Sequence[int] | None = None
+) -> tuple[Tensor, Tensor]:
+    """`mtp_targets` of a collated batch: (targets Long[B,T,H], valid Bool[B,T,H]); offsets: the model's
+    head_offsets (None = 1..n_heads); packed rows (segment_ids) keep targets inside their record."""
+    return mtp_targets(batch["input_ids"], batch["loss_mask"], batch["attention_mask"], n_heads, offsets,
                        segment_ids=batch.get("segment_ids"))
 
 
@@ -169,8 +174,10 @@ def raw_step_weights(
 @torch.no_grad()
 def check_head1_alignment(model: MTPModel, batch: dict[str, Any]) -> None:
     """Fail loudly unless head 1 reproduces the trunk's own shifted causal-LM labels (and, when head 1 is
-    the trunk's last block, the trunk's own logits)."""
-    targets, valid = batch_targets(batch, model.n_heads)
+    the trunk's last block, the trunk's own logits). Head 1's offset is 1 whatever the model's head_offsets."""
+    if model.head_offsets[0] != 1:
+        raise RuntimeError(f"head 1 must predict t+1, but the model's head_offsets are {list(model.head_offsets)}")
+    targets, valid = batch_targets(batch, model.n_heads, offsets=model.head_offsets)
     ids, loss_mask, attn = batch["input_ids"], batch["loss_mask"].bool(), batch["attention_mask"].bool()
     hf_labels = torch.where(loss_mask, ids, -100)[:, 1:]  # HF shifts labels left by one inside its loss
     ours = torch.where(attn[:, :-1], targets[:, :-1, 0], -100)

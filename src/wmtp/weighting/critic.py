@@ -1,8 +1,9 @@
 """Verifiable-critic weighting (DESIGN §7): a value head learns the chance that a solution is correct from the
 records' `is_correct`; the TD errors / GAE advantages of each target token become the weights of the heads
-that predict it. Two stages: stage 1 (`pre_train`) pre-trains the value head on value loss alone and leaves the
-stage-1 critic's values of every record as the anchor of stage 2's drift control; stage 2 is weighted MTP plus
-`value_coef` × value loss (`aux_loss`). The math is in wmtp.weighting.critic_math (notation there).
+that predict it (head k at t: token t + o_k, o the model's head offsets, learnt in `attach` / `bind`). Two
+stages: stage 1 (`pre_train`) pre-trains the value head on value loss alone and leaves the stage-1 critic's values
+of every record as the anchor of stage 2's drift control; stage 2 is weighted MTP plus `value_coef` × value loss
+(`aux_loss`). The math is in wmtp.weighting.critic_math (notation there); its options in critic_config.py.
 
 Value head input: the trunk output z and, with `value_features=surprise` (default), the running maximum over the
 completion so far of the model's own head-1 surprise −log p(x_j|x_<j) and excess surprise (surprise − entropy):
@@ -29,20 +30,21 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import torch
-from pydantic import Field
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from wmtp.config import ConfigError
 from wmtp.model.checkpoints import CheckpointError
 from wmtp.model.mtp import MTPModel, TrunkContext
+from wmtp.model.offsets import check_offsets
 from wmtp.model.value_head import ValueHead
 from wmtp.registry import register_weighting
 from wmtp.train.state import sha256_file
-from wmtp.weighting.base import NoOptions, RunContext, WeightFn
+from wmtp.weighting.base import RunContext, WeightFn
+from wmtp.weighting.critic_config import CriticConfig
 from wmtp.weighting.critic_math import (
     RunningMoments,
     auc,
@@ -82,71 +84,6 @@ def next_token_surprise(model: MTPModel, z: Tensor, ctx: TrunkContext, *, chunk_
         entropy = -(logp.exp() * logp).sum(dim=-1)
         out[:, start + 1 : end + 1] = torch.stack([surprise, surprise - entropy], dim=-1)
     return out
-
-
-class CriticConfig(NoOptions):
-    """Verifiable-critic weighting (DESIGN §7; `wmtp.weighting.critic`): value head, TD/GAE weights, two stages."""
-
-    mode: Literal["abs_td", "exp_adv", "kstep"] = Field(
-        "exp_adv",
-        description="Weight of (t,k) from target token j=t+k: exp_adv = min(exp(Â_j/β), w_max) with Â whitened by "
-        "running moments (AWR; a token that lowers the chance of success gets a low weight); abs_td = |δ_j| (the "
-        "proposal; largest at a bug); kstep = |k-step TD error| (critic_math.kstep_td).",
-    )
-    gamma: float = Field(1.0, gt=0, le=1, description="Discount γ per token.")
-    lam: float = Field(0.95, ge=0, le=1, description="GAE λ (stage-2 advantages and value targets).")
-    reward_correct: float = Field(1.0, description="Terminal reward of a correct solution (on its last token).")
-    reward_incorrect: float = Field(0.0, description="Terminal reward of an incorrect solution (0 or −1).")
-    reward_norm: Literal["none", "zscore"] = Field(
-        "zscore", description="zscore: standardise terminal rewards with the training records' mean and std."
-    )
-    beta: float = Field(2.0, gt=0, description="exp_adv temperature β (1: the EOS targets' share of weight is ≈2× "
-                        "their share of entries on the demo, 2: ≈1.3×).")
-    w_max: float = Field(20.0, gt=0, description="exp_adv cap on a raw weight.")
-    adv_momentum: float = Field(
-        0.99, ge=0, lt=1, description="exp_adv: momentum of the running advantage mean/variance."
-    )
-    value_head: Literal["linear", "mlp", "block"] = Field(
-        "block",
-        description="Value head on the trunk output z: RMSNorm then linear, a 2-layer MLP, or a causal transformer "
-        "block (a copy of the trunk's last block) then linear, which can pool evidence over the prefix.",
-    )
-    value_features: Literal["none", "surprise"] = Field(
-        "surprise",
-        description="surprise: V(s_i) also reads, linearly, the running maximum over the completion tokens j ≤ i "
-        "of the model's own head-1 surprise −log p(x_j|x_<j) and of its excess over the prediction's entropy "
-        "(an unlikely token is where a solution most often breaks); none: z alone.",
-    )
-    lr: float = Field(1e-3, gt=0, description="Value-head learning rate (stage 2 follows the main schedule's shape).")
-    pretrain_epochs: float = Field(0.5, ge=0, description="Stage 1 (critic pre-training) length in epochs.")
-    pretrain_target: Literal["mc", "lambda"] = Field(
-        "mc", description="Stage-1 value targets: Monte-Carlo returns or λ-returns."
-    )
-    pretrain_trunk_lr_scale: float = Field(
-        0.0, ge=0, description="Stage-1 trunk learning rate as a fraction of optim.lr (0 = trunk frozen)."
-    )
-    value_coef: float = Field(0.5, ge=0, description="Stage-2 weight of the value loss added to the MTP loss.")
-    value_clip: float | None = Field(
-        None, gt=0, description="Drift control: clip V within ±value_clip of the stage-1 critic (PPO-style)."
-    )
-    anchor_coef: float = Field(
-        0.1, ge=0, description="Drift control: coefficient of the MSE between V and the frozen stage-1 critic."
-    )
-    lm_on_incorrect: bool = Field(
-        True, description="Incorrect records carry LM loss (with their weights); false: weight 0 on them."
-    )
-    value_trunk_grad: bool = Field(
-        False, description="Stage 2: the value loss back-propagates into the trunk (true) or only into the value "
-        "head, on a detached z (false: the trunk learns from the weighted MTP loss alone, as in a uniform run)."
-    )
-    value_grad_clip: float | None = Field(
-        1.0, gt=0, description="Gradient-norm clip of the value head's parameters on their own (they then leave "
-        "the global optim.grad_clip); None: they share the global clip."
-    )
-    require_signal: bool = Field(
-        False, description="Stop the run (CriticHasNoSignal) when the stage-1 critic's validation AUC CI does not "
-        "exclude 0.5; false: a loud warning and `signal: false` in the last critic_eval row."
-    )
 
 
 class CriticHasNoSignal(ConfigError):
@@ -225,6 +162,7 @@ class CriticWeight(WeightFn):
         self.stage_step = 0  # stage-1 optimizer steps taken
         self.anchor_sha256: str | None = None
         self.value_head: ValueHead | None = None  # set by attach
+        self.offsets: tuple[int, ...] | None = None  # the model's head_offsets (attach / bind); None: 1..H
 
     def set_reward_rate(self, reward_rate: float | None) -> None:
         """Terminal rewards of correct / incorrect records (z-scored with the correct rate `reward_rate`)."""
@@ -243,6 +181,7 @@ class CriticWeight(WeightFn):
     def attach(self, model: MTPModel) -> None:
         n_features = SURPRISE_FEATURES if self.cfg.value_features == "surprise" else 0
         self.value_head = model.attach_value_head(self.cfg.value_head, n_features=n_features)
+        self.offsets = model.head_offsets
 
     def param_groups(self, model: MTPModel) -> list[dict[str, Any]]:
         """The value head: no decay, its own peak lr `weighting.critic.lr` (stage 2 follows the schedule's shape)."""
@@ -265,7 +204,7 @@ class CriticWeight(WeightFn):
         if trainer.model.value_head.n_features != n_features:
             raise ValueError(f"value_features={self.cfg.value_features} needs a value head reading {n_features} "
                              f"features; the model's reads {trainer.model.value_head.n_features} (CriticWeight.attach)")
-        self.trainer, self.value_head = trainer, trainer.model.value_head
+        self.trainer, self.value_head, self.offsets = trainer, trainer.model.value_head, trainer.model.head_offsets
         tc = trainer.cfg.train
         self.stage_steps = math.ceil(self.cfg.pretrain_epochs * len(trainer.train_data) / (tc.batch_size * tc.grad_accum))
 
@@ -318,7 +257,7 @@ class CriticWeight(WeightFn):
     def weights(
         self, batch: dict[str, Any], valid: Tensor, ce: Tensor | None, outputs: dict[str, Tensor]
     ) -> Tensor:
-        """Raw weights Float[B,T,H] ≥ 0 for the heads' targets j = t+k (training: exp_adv updates the running
+        """Raw weights Float[B,T,H] ≥ 0 for the heads' targets j = t+o_k (training: exp_adv updates the running
         moments first, then whitens with them)."""
         return self.raw_weights(batch, valid, outputs, update=True)
 
@@ -331,12 +270,13 @@ class CriticWeight(WeightFn):
     def raw_weights(self, batch: dict[str, Any], valid: Tensor, outputs: dict[str, Tensor], *, update: bool) -> Tensor:
         """Raw weights Float[B,T,H]; update: fold the batch's advantages into the running moments and set stats()."""
         cfg, H = self.cfg, valid.shape[-1]
+        offsets = check_offsets(self.offsets, H, name="the model's head_offsets")
         values, mask = self.values(outputs, batch).detach().float(), batch["loss_mask"].bool()
         rewards = self.rewards(batch)
         delta = td_errors(rewards, values, mask, cfg.gamma)
         advantages = discounted_sums(delta, mask, cfg.gamma * cfg.lam)  # = gae(...)[0], sharing δ
         if cfg.mode == "kstep":
-            weights = kstep_td(rewards, values, mask, cfg.gamma, H).abs()
+            weights = kstep_td(rewards, values, mask, cfg.gamma, H, offsets).abs()
         else:
             if cfg.mode == "abs_td":
                 per_token = delta.abs()
@@ -344,7 +284,7 @@ class CriticWeight(WeightFn):
                 if update:
                     self.moments.update(advantages[mask])
                 per_token = torch.exp(self.moments.whiten(advantages) / cfg.beta).clamp(max=cfg.w_max)
-            weights = torch.stack([shift_left(per_token, k) for k in range(1, H + 1)], dim=-1)
+            weights = torch.stack([shift_left(per_token, o) for o in offsets], dim=-1)
         if not cfg.lm_on_incorrect:
             weights = weights * batch["is_correct"].bool()[:, None, None]
         if not update:

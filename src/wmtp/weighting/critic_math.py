@@ -10,12 +10,15 @@ token).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from scipy.stats import mannwhitneyu
 from torch import Tensor
+
+from wmtp.model.offsets import check_offsets
 
 
 def shift_right(x: Tensor) -> Tensor:
@@ -87,32 +90,37 @@ def discounted_sums(delta: Tensor, mask: Tensor, discount: float) -> Tensor:
     return torch.where(mask, (delta.to(torch.float64) @ matrix.T).to(delta.dtype), 0.0)
 
 
-def kstep_td(rewards: Tensor, values: Tensor, mask: Tensor, gamma: float, n_heads: int) -> Tensor:
-    """The proposal's k-step TD error per head, Float[B,T,H]: head k at position t, target j = t+k (a completion
-    token), its window starting at s = max(t, c−1), c the row's first completion token:
+def kstep_td(
+    rewards: Tensor, values: Tensor, mask: Tensor, gamma: float, n_heads: int, offsets: Sequence[int] | None = None
+) -> Tensor:
+    """The proposal's k-step TD error per head, Float[B,T,H]: head k at position t, target j = t+o_k (a completion
+    token; offsets o: the model's head offsets, None = 1..H so o_k = k), its window starting at s = max(t, c−1), c
+    the row's first completion token:
     δ[t,k] = Σ_{i=s+1..j} γ^{i−s−1} r_i + γ^{j−s}·V(s_j)·[j not last] − V(s_s); 0 where j is not a completion token.
-    For t ≥ c−1 this is the k-step error of the proposal; a window that starts in the prompt (t < c−1, the first
-    k−1 targets of head k) starts at the last prompt state s_{c−1} instead, as the prompt holds no reward and no
-    decision: δ[t,k] = δ[c−1, j−c+1], the (j−c+1)-step error of the same target. So every valid target has a
-    weight (none is 0 while counted in the normaliser's denominator)."""
+    For t ≥ c−1 this is the o_k-step error of the proposal; a window that starts in the prompt (t < c−1, the first
+    o_k−1 targets of head k) starts at the last prompt state s_{c−1} instead, as the prompt holds no reward and no
+    decision: δ[t,k] = the (j−c+1)-step error δ[c−1, ·] of the same target. So every valid target has a weight
+    (none is 0 while counted in the normaliser's denominator)."""
+    offsets = check_offsets(offsets, n_heads)
     mask = mask.bool()
     B, T = mask.shape
+    longest = offsets[-1]
     bootstrap = torch.where(last_completion_token(mask), 0.0, values)
     starts_in = shift_left(mask, 1)  # t+1 is a completion token
     windows, reward_sum = [], torch.zeros_like(values)
-    for k in range(1, n_heads + 1):  # windows inside the completion: t+1..t+k all completion tokens
-        reward_sum = reward_sum + gamma ** (k - 1) * shift_left(rewards, k)
-        delta = reward_sum + gamma**k * shift_left(bootstrap, k) - values
-        windows.append(torch.where(starts_in & shift_left(mask, k), delta, 0.0))
-    inside = torch.stack(windows, dim=-1)  # [B,T,H]
+    for n in range(1, longest + 1):  # n-step windows inside the completion: t+1..t+n all completion tokens
+        reward_sum = reward_sum + gamma ** (n - 1) * shift_left(rewards, n)
+        delta = reward_sum + gamma**n * shift_left(bootstrap, n) - values
+        windows.append(torch.where(starts_in & shift_left(mask, n), delta, 0.0))
+    inside = torch.stack(windows, dim=-1)  # [B,T,longest]: [..., n−1] is the n-step error
     first = mask.long().argmax(dim=1)  # c per row (0 for an empty row, whose mask is all False)
-    from_prompt = inside[torch.arange(B, device=mask.device), (first - 1).clamp(min=0)]  # [B,H]: δ[c−1, ·]
+    from_prompt = inside[torch.arange(B, device=mask.device), (first - 1).clamp(min=0)]  # [B,longest]: δ[c−1, ·]
     pos = torch.arange(T, device=mask.device)[None, :]
     out = []
-    for k in range(1, n_heads + 1):
-        early = (pos < (first - 1)[:, None]) & shift_left(mask, k)  # [B,T]: window starts in the prompt
-        horizon = (pos + k - first[:, None]).clamp(0, n_heads - 1)  # j − c, the 0-based head of δ[c−1, j−c+1]
-        out.append(torch.where(early, from_prompt.gather(1, horizon), inside[..., k - 1]))
+    for o in offsets:
+        early = (pos < (first - 1)[:, None]) & shift_left(mask, o)  # [B,T]: window starts in the prompt
+        horizon = (pos + o - first[:, None]).clamp(0, longest - 1)  # j − c, the 0-based horizon of δ[c−1, j−c+1]
+        out.append(torch.where(early, from_prompt.gather(1, horizon), inside[..., o - 1]))
     return torch.stack(out, dim=-1)
 
 

@@ -1,10 +1,11 @@
 """Where a weighting puts its weight (DESIGN §9): localisation on ground-truth decisive tokens, and the EOS share.
 
-Entry (b,t,k) of a weight tensor w: Float[B,T,H] (head k = index + 1) targets token j = t+k (DESIGN §4). Only
-valid entries count (valid = wmtp.model.loss.mtp_targets(...)[1], Bool[B,T,H]).
+Entry (b,t,k) of a weight tensor w: Float[B,T,H] (head k = index + 1) targets token j = t+o_k (DESIGN §4; o: the
+model's head offsets, `offsets` below, default o_k = k). Only valid entries count (valid =
+wmtp.model.loss.mtp_targets(...)[1], Bool[B,T,H], with the same offsets).
 
 Localisation (validation): among the valid entries of annotated rows (has_spans[b]), an entry is *decisive* iff
-decisive[b, t+k] (its target token overlaps one of the record's decisive_spans). On the entries of one class of
+decisive[b, t+o_k] (its target token overlaps one of the record's decisive_spans). On the entries of one class of
 records — incorrect (suffix `_incorrect`) or correct (`_correct`) — of one head (`_h{k}`) or of all heads pooled
 (no head suffix):
 
@@ -28,20 +29,23 @@ completion token is EOS unless data.max_len truncated the record (then it is the
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import astuple, dataclass
 
 import torch
 from torch import Tensor
 
+from wmtp.model.offsets import check_offsets
 from wmtp.weighting.critic_math import auc, last_completion_token, shift_left
 
 CLASSES = ("incorrect", "correct")
 
 
-def at_targets(token_mask: Tensor, n_heads: int) -> Tensor:
-    """Bool[B,T] on tokens j → Bool[B,T,H] on entries: out[b,t,k-1] = token_mask[b,t+k] (False where t+k ≥ T)."""
+def at_targets(token_mask: Tensor, n_heads: int, offsets: Sequence[int] | None = None) -> Tensor:
+    """Bool[B,T] on tokens j → Bool[B,T,H] on entries: out[b,t,k-1] = token_mask[b,t+o_k] (False where t+o_k ≥ T);
+    offsets o: the model's head offsets (None = 1..n_heads)."""
     mask = token_mask.bool()
-    return torch.stack([shift_left(mask, k) for k in range(1, n_heads + 1)], dim=-1)
+    return torch.stack([shift_left(mask, o) for o in check_offsets(offsets, n_heads)], dim=-1)
 
 
 def last_completion_tokens(loss_mask: Tensor, segment_ids: Tensor | None = None) -> Tensor:
@@ -68,10 +72,12 @@ def _lift(scores: Tensor, labels: Tensor) -> float:
 
 
 class LocalisationAccumulator:
-    """Valid entries of annotated rows over several batches (add), then the localisation metrics (result)."""
+    """Valid entries of annotated rows over several batches (add), then the localisation metrics (result).
+    offsets: the model's head offsets (None = 1..n_heads): entry (t,k) targets token t + offsets[k−1]."""
 
-    def __init__(self, n_heads: int):
+    def __init__(self, n_heads: int, offsets: Sequence[int] | None = None):
         self.n_heads = n_heads
+        self.offsets = check_offsets(offsets, n_heads)
         self.n_rows = 0  # annotated rows added
         self._scores: dict[str, list[list[Tensor]]] = {c: [[] for _ in range(n_heads)] for c in CLASSES}
         self._labels: dict[str, list[list[Tensor]]] = {c: [[] for _ in range(n_heads)] for c in CLASSES}
@@ -82,7 +88,7 @@ class LocalisationAccumulator:
             raise ValueError(f"weights {tuple(weights.shape)} and valid {tuple(valid.shape)} must be [B,T,"
                              f"{self.n_heads}] and decisive {tuple(decisive.shape)} [B,T]")
         self.n_rows += int(has_spans.bool().sum())
-        positive = at_targets(decisive, self.n_heads)
+        positive = at_targets(decisive, self.n_heads, self.offsets)
         counted = valid.bool() & has_spans.bool()[:, None, None]
         correct = is_correct.bool()[:, None, None]
         for name, rows in zip(CLASSES, (~correct, correct)):
@@ -108,11 +114,17 @@ class LocalisationAccumulator:
 
 
 def localisation_metrics(
-    weights: Tensor, valid: Tensor, decisive: Tensor, has_spans: Tensor, is_correct: Tensor, n_heads: int
+    weights: Tensor,
+    valid: Tensor,
+    decisive: Tensor,
+    has_spans: Tensor,
+    is_correct: Tensor,
+    n_heads: int,
+    offsets: Sequence[int] | None = None,
 ) -> dict[str, float]:
     """The localisation metrics (module docstring) of one batch: weights Float[B,T,H], valid Bool[B,T,H],
-    decisive Bool[B,T], has_spans Bool[B], is_correct Bool[B] (or 0/1 floats)."""
-    acc = LocalisationAccumulator(n_heads)
+    decisive Bool[B,T], has_spans Bool[B], is_correct Bool[B] (or 0/1 floats); offsets: the heads' (None = 1..H)."""
+    acc = LocalisationAccumulator(n_heads, offsets)
     acc.add(weights, valid, decisive, has_spans, is_correct)
     return acc.result()
 
@@ -126,11 +138,18 @@ class EosShare:
     n_eos: float = 0.0
     n_valid: float = 0.0
 
-    def add(self, weights: Tensor, valid: Tensor, loss_mask: Tensor, segment_ids: Tensor | None = None) -> None:
+    def add(
+        self,
+        weights: Tensor,
+        valid: Tensor,
+        loss_mask: Tensor,
+        segment_ids: Tensor | None = None,
+        offsets: Sequence[int] | None = None,
+    ) -> None:
         """weights: Float[B,T,H] (the normalised weights the step trains with); valid: Bool[B,T,H];
-        loss_mask: Bool[B,T]; segment_ids: Long[B,T] of packed rows, or None."""
+        loss_mask: Bool[B,T]; segment_ids: Long[B,T] of packed rows, or None; offsets: the heads' (None = 1..H)."""
         valid = valid.bool()
-        eos = valid & at_targets(last_completion_tokens(loss_mask, segment_ids), weights.shape[-1])
+        eos = valid & at_targets(last_completion_tokens(loss_mask, segment_ids), weights.shape[-1], offsets)
         w = weights.detach().double()
         self.weight_eos += w[eos].sum().item()
         self.weight_total += w[valid].sum().item()
@@ -147,10 +166,16 @@ class EosShare:
         }
 
 
-def eos_share(weights: Tensor, valid: Tensor, loss_mask: Tensor, segment_ids: Tensor | None = None) -> dict[str, float]:
+def eos_share(
+    weights: Tensor,
+    valid: Tensor,
+    loss_mask: Tensor,
+    segment_ids: Tensor | None = None,
+    offsets: Sequence[int] | None = None,
+) -> dict[str, float]:
     """{"eos_share", "eos_entry_share"} of one batch (EosShare.add for the shapes)."""
     acc = EosShare()
-    acc.add(weights, valid, loss_mask, segment_ids)
+    acc.add(weights, valid, loss_mask, segment_ids, offsets)
     return acc.result()
 
 

@@ -32,7 +32,7 @@ The trainer then normalises (DESIGN §6). The batch is the micro-batch the Weigh
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import torch
@@ -40,6 +40,7 @@ from pydantic import Field
 from torch import Tensor
 
 from wmtp.config import ConfigError, RunConfig
+from wmtp.model.offsets import check_offsets
 from wmtp.registry import register_weighting
 from wmtp.weighting.base import NoOptions, RunContext, WeightFn
 from wmtp.weighting.reference_scores import with_reference
@@ -48,12 +49,14 @@ EXCESS_MODES = ("signed", "abs")
 TRANSFORMS = ("softmax_heads", "softmax_batch", "topk")
 
 
-def ref_ce_at_targets(ref_ce: Tensor, n_heads: int) -> Tensor:
-    """ref_ce: Float[B,T] (token j) → Float[B,T,H] with [b,t,k-1] = ref_ce[b,t+k] (0 where t+k ≥ T)."""
+def ref_ce_at_targets(ref_ce: Tensor, n_heads: int, offsets: Sequence[int] | None = None) -> Tensor:
+    """ref_ce: Float[B,T] (token j) → Float[B,T,H] with [b,t,k-1] = ref_ce[b,t+o_k] (0 where t+o_k ≥ T);
+    offsets o: the model's head_offsets (None = 1..n_heads, o_k = k)."""
     B, T = ref_ce.shape
     out = torch.zeros(B, T, n_heads, dtype=ref_ce.dtype, device=ref_ce.device)
-    for k in range(1, min(n_heads, T - 1) + 1):
-        out[:, : T - k, k - 1] = ref_ce[:, k:]
+    for k, o in enumerate(check_offsets(offsets, n_heads), start=1):
+        if o < T:
+            out[:, : T - o, k - 1] = ref_ce[:, o:]
     return out
 
 
