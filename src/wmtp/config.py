@@ -147,7 +147,8 @@ class WeightingConfig(_Strict):
 
     name: str = Field(
         "uniform",
-        description="Weight function: a registered weighting (built in: uniform, rho1, critic, and the controls "
+        description="Weight function: a registered weighting (built in: uniform, rho1, critic, gradnorm, hybrid "
+        "(two of them combined, weighting.hybrid.of), and the controls "
         "random / shuffled of `control_of`: its weights drawn i.i.d. from their empirical distribution, or "
         "permuted, among the batch's valid entries).",
     )

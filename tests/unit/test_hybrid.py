@@ -4,7 +4,6 @@ errors, its control, and the sweep's plan (train_on, reference, grid keys of its
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch

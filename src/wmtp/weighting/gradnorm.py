@@ -28,6 +28,7 @@ from torch import Tensor
 
 from wmtp.registry import register_weighting
 from wmtp.weighting.base import NoOptions, WeightFn
+from wmtp.weighting.rho1 import _masked_softmax
 
 GRAD_NORM_KEY = "logit_grad_norm"
 
@@ -58,12 +59,8 @@ def gradnorm_weights(norms: Tensor, valid: Tensor, *, power: float, temperature:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     valid = valid.bool()
     x = torch.where(valid, norms.detach().float().clamp(min=0.0), 0.0).pow(power)
-    if temperature is not None:
-        z = torch.where(valid, x / temperature, float("-inf"))
-        top = z.amax(dim=-1, keepdim=True)
-        e = torch.where(valid, torch.exp(z - torch.where(torch.isfinite(top), top, 0.0)), 0.0)
-        total = e.sum(dim=-1, keepdim=True)
-        x = torch.where(total > 0, e * valid.sum(dim=-1, keepdim=True) / total.clamp(min=torch.finfo(e.dtype).tiny), 0.0)
+    if temperature is not None:  # rho1's softmax_heads over the valid heads
+        x = _masked_softmax(x / temperature, valid, dim=-1) * valid.sum(dim=-1, keepdim=True)
     return torch.where(valid, x, 0.0).detach()
 
 
