@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 from wmtp.analysis.runs import HEADS_FILE
 from wmtp.config import ConfigError, RunConfig, WeightingConfig, apply_overrides, load_config, validate
-from wmtp.registry import declared_train_on, method_class, method_classes, used_sections, weightings
+from wmtp.registry import declared_train_on, method_classes, used_sections, weightings
 from wmtp.train.run_dir import read_metrics
 
 if TYPE_CHECKING:
@@ -127,9 +127,11 @@ class MethodSpec:
 TRAIN_ON = ("correct", "all")
 
 
-def parse_method(text: str, *, default_control_of: str) -> MethodSpec:
+def parse_method(text: str, *, default_control_of: str, weighting: WeightingConfig | None = None) -> MethodSpec:
     """`[CONTROL:]WEIGHTING[@DATA]` → MethodSpec (module docstring); a bare control resamples
-    `default_control_of` (the config's weighting.control_of). ConfigError saying what is wrong otherwise."""
+    `default_control_of` (the config's weighting.control_of); `weighting`: the sweep's weighting settings, where a
+    hybrid's components (and so its data) are named (None: the defaults). ConfigError saying what is wrong
+    otherwise."""
     registered = weightings()
     item = text.strip()
     head, at, train_on = item.partition("@")
@@ -152,18 +154,23 @@ def parse_method(text: str, *, default_control_of: str) -> MethodSpec:
                           "(e.g. shuffled:critic)")
     if at and train_on not in TRAIN_ON:
         raise ConfigError(f"{where}: @{train_on} is not a data.train_on value; use @correct or @all")
-    declared = method_class(first, control_of or "").train_on
+    try:
+        declared = declared_train_on(MethodSpec(first, control_of).weighting_config(weighting or WeightingConfig()))
+    except ValueError as err:
+        raise ConfigError(f"{where}: {err}") from None
     if at and declared is not None and train_on != declared:
         method = f"{first}:{control_of}" if control_of else first
         raise ConfigError(f"{where}: {method} learns from data.train_on={declared} records; drop @{train_on}")
     return MethodSpec(first, control_of, train_on if at and declared is None else None)
 
 
-def parse_methods(items: list[str], *, default_control_of: str = "rho1") -> list[MethodSpec]:
+def parse_methods(
+    items: list[str], *, default_control_of: str = "rho1", weighting: WeightingConfig | None = None
+) -> list[MethodSpec]:
     """Every `--methods` item parsed (parse_method); an empty list or the same method twice is refused."""
     if not items:
         raise ConfigError("--methods is empty; give e.g. uniform,critic,rho1,shuffled:critic,uniform@all")
-    specs = [parse_method(item, default_control_of=default_control_of) for item in items]
+    specs = [parse_method(item, default_control_of=default_control_of, weighting=weighting) for item in items]
     texts = [s.text for s in specs]
     repeated = sorted({t for t in texts if texts.count(t) > 1})
     if repeated:
@@ -208,7 +215,7 @@ def plan_sweep(
     out_dir, grid = Path(out_dir).resolve(), grid or {}  # absolute: runs name their base and reference by path
     overrides = [*overrides, "train.progress=false"]  # workers print one line per run, not bars
     base = load_config(config, [*overrides, f"run_dir={out_dir / 'reference'}"])
-    specs = parse_methods(methods, default_control_of=base.weighting.control_of)
+    specs = parse_methods(methods, default_control_of=base.weighting.control_of, weighting=base.weighting)
     shared = None
     if base_steps > 0:
         if base.model.init_from is not None or base.model.pretrained is not None:

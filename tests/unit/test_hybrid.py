@@ -10,7 +10,7 @@ import torch
 
 from wmtp.config import ConfigError, load_config
 from wmtp.registry import build_weight_fn, register_weighting, weighting_class
-from wmtp.sweep import plan_sweep
+from wmtp.sweep import parse_method, plan_sweep
 from wmtp.weighting.base import NoOptions, WeightFn, normalize_weights
 from wmtp.weighting.controls import ControlWeight
 from wmtp.weighting.hybrid import HybridConfig, HybridWeight, combine
@@ -283,3 +283,12 @@ def test_sweep_plans_the_components_data_reference_and_grid(tmp_path: Path):
     assert plan.reference is not None
     plan = plan_sweep(None, ["weighting.hybrid.of=[uniform,gradnorm]"], out_dir=tmp_path, methods=["hybrid"], seeds=[0])
     assert plan.reference is None and plan.runs[0].cfg.data.train_on == "correct"
+
+
+def test_methods_name_the_hybrid_by_its_components_data():
+    assert parse_method("hybrid@all", default_control_of="rho1").text == "hybrid"  # the critic's data: implied
+    assert parse_method("shuffled:hybrid@all", default_control_of="rho1").text == "shuffled:hybrid"
+    with pytest.raises(ConfigError, match="hybrid learns from data.train_on=all records; drop @correct"):
+        parse_method("hybrid@correct", default_control_of="rho1")
+    spread = load_config(None, ["weighting.hybrid.of=[uniform,rho1]"]).weighting
+    assert parse_method("hybrid@all", default_control_of="rho1", weighting=spread).text == "hybrid@all"
