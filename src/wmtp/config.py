@@ -27,7 +27,7 @@ from pydantic import (
 )
 
 from wmtp.model.offsets import check_offsets
-from wmtp.registry import method_class, weighting_class, weightings
+from wmtp.registry import method_class, used_sections, weightings
 
 
 class ConfigError(ValueError):
@@ -170,7 +170,8 @@ class WeightingConfig(_Strict):
 
     name: str = Field(
         "uniform",
-        description="Weight function: a registered weighting (built in: uniform, rho1, critic, and the controls "
+        description="Weight function: a registered weighting (built in: uniform, rho1, critic, gradnorm, hybrid "
+        "(two of them combined, weighting.hybrid.of), and the controls "
         "random / shuffled of `control_of`: its weights drawn i.i.d. from their empirical distribution, or "
         "permuted, among the batch's valid entries).",
     )
@@ -244,7 +245,7 @@ class WeightingConfig(_Strict):
         """Sections of weightings the run does not use are left out while they hold their defaults, so that a
         config (and its hash) does not change when another weighting is installed."""
         out = handler(self)
-        used = {self.name, *([self.control_of] if weighting_class(self.name).is_control else [])}
+        used = used_sections(self)  # a control's method's and a hybrid's components' sections count as used
         for key, section in (self.__pydantic_extra__ or {}).items():
             if key not in used and section == type(section)():
                 out.pop(key, None)

@@ -16,7 +16,8 @@ from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import Any, TypeVar
 
-BUILTIN_MODULES = ("wmtp.weighting.uniform", "wmtp.weighting.rho1", "wmtp.weighting.critic", "wmtp.weighting.controls")
+BUILTIN_MODULES = ("wmtp.weighting.uniform", "wmtp.weighting.rho1", "wmtp.weighting.critic", "wmtp.weighting.controls",
+                   "wmtp.weighting.gradnorm", "wmtp.weighting.hybrid")
 ENTRY_POINT_GROUP = "wmtp.weightings"
 
 _REGISTRY: dict[str, type] = {}
@@ -89,6 +90,29 @@ def method_class(name: str, control_of: str) -> Any:
     the weighting itself, or for a control the weighting it resamples."""
     cls = weighting_class(name)
     return weighting_class(control_of) if cls.is_control else cls
+
+
+def method_classes(wcfg: Any) -> list[Any]:
+    """The classes whose declarations a run with the WeightingConfig `wcfg` follows: `method_class`'s, or for a
+    combination of weightings (a class with a `components(wcfg)` classmethod, e.g. hybrid) each component's."""
+    cls = method_class(wcfg.name, wcfg.control_of)
+    components = getattr(cls, "components", None)
+    return [weighting_class(name) for name in components(wcfg)] if components is not None else [cls]
+
+
+def declared_train_on(wcfg: Any) -> str | None:
+    """The data.train_on the classes of `method_classes(wcfg)` declare (None: any); two different ones are refused."""
+    declared = {c.train_on for c in method_classes(wcfg)} - {None}
+    if len(declared) > 1:
+        raise ValueError(f"weighting.name={wcfg.name} combines weightings that declare different data.train_on: "
+                         f"{', '.join(sorted(declared))}")
+    return declared.pop() if declared else None
+
+
+def used_sections(wcfg: Any) -> set[str]:
+    """The `weighting.<section>`s a run with `wcfg` reads: its weighting's, a control's method's, and the
+    components' of a combination."""
+    return {wcfg.name, method_class(wcfg.name, wcfg.control_of).name, *(c.name for c in method_classes(wcfg))}
 
 
 def build_weight_fn(wcfg: Any, *, seed: int = 0) -> Any:

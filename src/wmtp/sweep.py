@@ -38,8 +38,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from wmtp.analysis.runs import HEADS_FILE
-from wmtp.config import ConfigError, RunConfig, apply_overrides, load_config, validate
-from wmtp.registry import method_class, weighting_class, weightings
+from wmtp.config import ConfigError, RunConfig, WeightingConfig, apply_overrides, load_config, validate
+from wmtp.registry import declared_train_on, method_classes, used_sections, weightings
 from wmtp.train.run_dir import read_metrics
 
 if TYPE_CHECKING:
@@ -110,21 +110,28 @@ class MethodSpec:
         return "-".join([self.weighting, *(["of", self.control_of] if self.control_of else []),
                          *(["on", self.train_on] if self.train_on else [])])
 
-    def overrides(self) -> list[str]:
-        """weighting.name (and control_of), and data.train_on: the `@` data, else what the method declares."""
+    def overrides(self, base: WeightingConfig | None = None) -> list[str]:
+        """weighting.name (and control_of), and data.train_on: the `@` data, else what the method declares with the
+        sweep's weighting settings `base` (a hybrid's components are in its section; None: the defaults)."""
         out = [f"weighting.name={self.weighting}"]
         if self.control_of:
             out.append(f"weighting.control_of={self.control_of}")
-        train_on = self.train_on or method_class(self.weighting, self.control_of or "").train_on
+        train_on = self.train_on or declared_train_on(self.weighting_config(base or WeightingConfig()))
         return out + ([f"data.train_on={train_on}"] if train_on is not None else [])
+
+    def weighting_config(self, base: WeightingConfig) -> WeightingConfig:
+        """`base` with this method's weighting.name and control_of (a view for reading declarations and sections)."""
+        return base.model_copy(update={"name": self.weighting, "control_of": self.control_of or base.control_of})
 
 
 TRAIN_ON = ("correct", "all")
 
 
-def parse_method(text: str, *, default_control_of: str) -> MethodSpec:
+def parse_method(text: str, *, default_control_of: str, weighting: WeightingConfig | None = None) -> MethodSpec:
     """`[CONTROL:]WEIGHTING[@DATA]` → MethodSpec (module docstring); a bare control resamples
-    `default_control_of` (the config's weighting.control_of). ConfigError saying what is wrong otherwise."""
+    `default_control_of` (the config's weighting.control_of); `weighting`: the sweep's weighting settings, where a
+    hybrid's components (and so its data) are named (None: the defaults). ConfigError saying what is wrong
+    otherwise."""
     registered = weightings()
     item = text.strip()
     head, at, train_on = item.partition("@")
@@ -147,18 +154,23 @@ def parse_method(text: str, *, default_control_of: str) -> MethodSpec:
                           "(e.g. shuffled:critic)")
     if at and train_on not in TRAIN_ON:
         raise ConfigError(f"{where}: @{train_on} is not a data.train_on value; use @correct or @all")
-    declared = method_class(first, control_of or "").train_on
+    try:
+        declared = declared_train_on(MethodSpec(first, control_of).weighting_config(weighting or WeightingConfig()))
+    except ValueError as err:
+        raise ConfigError(f"{where}: {err}") from None
     if at and declared is not None and train_on != declared:
         method = f"{first}:{control_of}" if control_of else first
         raise ConfigError(f"{where}: {method} learns from data.train_on={declared} records; drop @{train_on}")
     return MethodSpec(first, control_of, train_on if at and declared is None else None)
 
 
-def parse_methods(items: list[str], *, default_control_of: str = "rho1") -> list[MethodSpec]:
+def parse_methods(
+    items: list[str], *, default_control_of: str = "rho1", weighting: WeightingConfig | None = None
+) -> list[MethodSpec]:
     """Every `--methods` item parsed (parse_method); an empty list or the same method twice is refused."""
     if not items:
         raise ConfigError("--methods is empty; give e.g. uniform,critic,rho1,shuffled:critic,uniform@all")
-    specs = [parse_method(item, default_control_of=default_control_of) for item in items]
+    specs = [parse_method(item, default_control_of=default_control_of, weighting=weighting) for item in items]
     texts = [s.text for s in specs]
     repeated = sorted({t for t in texts if texts.count(t) > 1})
     if repeated:
@@ -166,23 +178,19 @@ def parse_methods(items: list[str], *, default_control_of: str = "rho1") -> list
     return specs
 
 
-def method_sections(method: str, control_of: str) -> set[str]:
-    """The `weighting.<section>` settings a method reads: its own, and for a control those of `control_of`."""
-    return {method, control_of} if weighting_class(method).is_control else {method}
-
-
-def _applies(key: str, method: str, control_of: str) -> bool:
-    """A grid key under weighting.<section>. varies only the methods that use that section."""
+def _applies(key: str, wcfg: WeightingConfig) -> bool:
+    """A grid key under weighting.<section>. varies only the methods that use that section (`used_sections`: its
+    own, a control's method's, a hybrid's components')."""
     for section in weightings():
         if key.startswith(f"weighting.{section}."):
-            return section in method_sections(method, control_of)
+            return section in used_sections(wcfg)
     return True
 
 
 def reads_reference(cfg: RunConfig) -> str | None:
-    """The section whose `reference` the run's weighting reads (uses_reference), else None."""
-    cls = method_class(cfg.weighting.name, cfg.weighting.control_of)
-    return cls.name if cls.uses_reference else None
+    """The section whose `reference` the run's weighting reads (a class of `method_classes` declaring
+    uses_reference, e.g. a hybrid's rho1), else None."""
+    return next((c.name for c in method_classes(cfg.weighting) if c.uses_reference), None)
 
 
 def plan_sweep(
@@ -207,7 +215,7 @@ def plan_sweep(
     out_dir, grid = Path(out_dir).resolve(), grid or {}  # absolute: runs name their base and reference by path
     overrides = [*overrides, "train.progress=false"]  # workers print one line per run, not bars
     base = load_config(config, [*overrides, f"run_dir={out_dir / 'reference'}"])
-    specs = parse_methods(methods, default_control_of=base.weighting.control_of)
+    specs = parse_methods(methods, default_control_of=base.weighting.control_of, weighting=base.weighting)
     shared = None
     if base_steps > 0:
         if base.model.init_from is not None or base.model.pretrained is not None:
@@ -217,19 +225,19 @@ def plan_sweep(
             f"run_dir={out_dir / 'base'}", f"train.max_steps={base_steps}", "weighting.name=uniform",
             "data.train_on=correct", *base_overrides]))
         overrides = [*overrides, f"model.init_from={out_dir / 'base' / 'model'}"]
-    control_of = {spec: spec.control_of or base.weighting.control_of for spec in specs}
-    unused = [k for k in grid if not any(_applies(k, spec.weighting, control_of[spec]) for spec in specs)]
+    wcfgs = {spec: spec.weighting_config(base.weighting) for spec in specs}
+    unused = [k for k in grid if not any(_applies(k, wcfgs[spec]) for spec in specs)]
     if unused:
         raise ConfigError(f"--grid {', '.join(unused)}: no method of {', '.join(s.text for s in specs)} uses it")
     reference_dir = out_dir / "reference"
     runs: list[SweepRun] = []
     for seed in seeds:
         for spec in specs:
-            keys = [k for k in grid if _applies(k, spec.weighting, control_of[spec])]
+            keys = [k for k in grid if _applies(k, wcfgs[spec])]
             for point in _product([grid[k] for k in keys]):
                 chosen = [f"{k}={v}" for k, v in zip(keys, point)]
                 name = "-".join([spec.dir_name, *(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in zip(keys, point))])
-                extra = [*spec.overrides(), *chosen, f"seed={seed}", f"run_dir={out_dir / name / f'seed{seed}'}"]
+                extra = [*spec.overrides(base.weighting), *chosen, f"seed={seed}", f"run_dir={out_dir / name / f'seed{seed}'}"]
                 cfg = load_config(config, [*overrides, *extra])
                 section = reads_reference(cfg)
                 if section is not None and cfg.weighting.section(section).reference is None:

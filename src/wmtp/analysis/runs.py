@@ -21,8 +21,8 @@ from typing import Any
 
 import yaml
 
-from wmtp.config import DataConfig
-from wmtp.registry import weightings
+from wmtp.config import DataConfig, WeightingConfig
+from wmtp.registry import declared_train_on, used_sections, weightings
 from wmtp.train.run_dir import read_metrics
 
 # Settings that say where or how visibly a run ran, not what it computed (and each weighting's `report_ignores`).
@@ -74,7 +74,7 @@ class RunData:
     def method_spec(self) -> str:
         """`critic`, `shuffled:critic`, `uniform@all`: the `--methods` item that makes this run (wmtp.sweep)."""
         spec = f"{self.method}:{self.control_of}" if self.control_of else self.method
-        fixed = "data.train_on" in implied_by_method(self.method, self.control_of)
+        fixed = "data.train_on" in implied_by_method(self.config["weighting"])
         return spec + (f"@{self.train_on}" if not fixed and self.train_on != DEFAULT_TRAIN_ON else "")
 
     def kind(self, name: str) -> list[dict[str, Any]]:
@@ -174,27 +174,37 @@ def ignored_keys() -> set[str]:
     return IGNORED_KEYS | {f"weighting.{name}.{key}" for name, cls in weightings().items() for key in cls.report_ignores}
 
 
-def implied_by_method(method: str, control_of: str | None = None) -> set[str]:
-    """Settings a weighting fixes for itself (the declared `train_on` of the method it follows, e.g. the critic's, as
-    sweeps set it): part of the method. An unregistered method implies nothing."""
-    classes = weightings()
-    cls = classes.get(method)
-    if cls is not None and cls.is_control:
-        cls = classes.get(control_of)
-    return {"data.train_on"} if cls is not None and cls.train_on is not None else set()
+def _weighting_config(weighting: dict[str, Any]) -> WeightingConfig | None:
+    """A run's `weighting` settings validated here (None when they name a weighting not registered here)."""
+    try:
+        return WeightingConfig.model_validate(weighting)
+    except ValueError:
+        return None
+
+
+def implied_by_method(weighting: dict[str, Any]) -> set[str]:
+    """Settings a run's weighting fixes for itself (the declared `train_on` of the method(s) it follows, e.g. the
+    critic's or a hybrid's components', as sweeps set it): part of the method. An unregistered method implies
+    nothing."""
+    wcfg = _weighting_config(weighting)
+    try:
+        fixed = wcfg is not None and declared_train_on(wcfg) is not None
+    except ValueError:  # components declaring different data (a config that does not validate as a run)
+        fixed = False
+    return {"data.train_on"} if fixed else set()
 
 
 def _relevant(run: RunData) -> dict[str, Any]:
     """The run's settings minus where it ran and minus the sections of weightings it does not use (the sections are
-    the mappings under `weighting`)."""
+    the mappings under `weighting`; a control uses its method's, a hybrid its components')."""
     weighting = run.config["weighting"]
-    cls = weightings().get(run.method)
-    own = {run.method, weighting.get("control_of")} if cls is not None and cls.is_control else {run.method}
+    wcfg = _weighting_config(weighting)
+    own = used_sections(wcfg) if wcfg is not None else {run.method}
     sections = {k for k, v in weighting.items() if isinstance(v, dict)}
     return {
         k: v
         for k, v in flatten(run.config).items()
-        if k not in ignored_keys() | implied_by_method(run.method, weighting.get("control_of"))
+        if k not in ignored_keys() | implied_by_method(weighting)
         and not any(k.startswith(f"weighting.{s}.") and s not in own for s in sections)
     }
 
@@ -239,7 +249,7 @@ def _baselines(variant: Variant, variants: list[Variant]) -> tuple[Variant | Non
                and _outside_weighting(v.runs[0]) == mine}
     if variant.method == "uniform":
         return (uniform.get(DEFAULT_TRAIN_ON), None) if variant.train_on != DEFAULT_TRAIN_ON else (None, None)
-    fixed = "data.train_on" in implied_by_method(variant.method, variant.control_of)
+    fixed = "data.train_on" in implied_by_method(variant.runs[0].config["weighting"])
     baseline = uniform.get(DEFAULT_TRAIN_ON if fixed else variant.train_on)
     same_data = uniform.get(variant.train_on)
     return baseline, same_data if same_data is not baseline else None

@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from wmtp.config import ConfigError, RunConfig
 from wmtp.data.collate import EncodedRecord
 from wmtp.data.dataset import PreparedData, encode_split, prepare_data
-from wmtp.registry import method_class, weightings
+from wmtp.registry import method_classes, weightings
 from wmtp.train.device import resolve_device
 from wmtp.weighting.ref_cache import CacheKey, attach_ref_ce, cache_dir, encoded_fingerprint, read_cache, write_cache
 from wmtp.weighting.reference import (
@@ -32,9 +32,9 @@ def reference_settings(cfg: RunConfig) -> tuple[str, BaseModel]:
     """(section name, its Config) of the reference the run reads: its weighting's when that one declares
     `uses_reference`, else the one such section that names a reference (`wmtp score-ref weighting.rho1.reference=…`
     scores it whatever weighting.name is)."""
-    cls = method_class(cfg.weighting.name, cfg.weighting.control_of)
-    if cls.uses_reference:
-        return cls.name, cfg.weighting.section(cls.name)
+    readers = [c.name for c in method_classes(cfg.weighting) if c.uses_reference]  # a hybrid's: its rho1
+    if readers:
+        return readers[0], cfg.weighting.section(readers[0])
     named = [name for name, c in weightings().items() if c.uses_reference and cfg.weighting.section(name).reference]
     if len(named) != 1:
         readers = [name for name, c in weightings().items() if c.uses_reference]
