@@ -16,7 +16,8 @@ from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import Any, TypeVar
 
-BUILTIN_MODULES = ("wmtp.weighting.uniform", "wmtp.weighting.rho1", "wmtp.weighting.critic", "wmtp.weighting.controls")
+BUILTIN_MODULES = ("wmtp.weighting.uniform", "wmtp.weighting.rho1", "wmtp.weighting.critic", "wmtp.weighting.group",
+                   "wmtp.weighting.controls")
 ENTRY_POINT_GROUP = "wmtp.weightings"
 
 _REGISTRY: dict[str, type] = {}
