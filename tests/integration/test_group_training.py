@@ -37,8 +37,8 @@ def test_group_trains_packed_with_accumulation_then_sweeps_and_reports(tmp_path)
     train_rows = [r for r in rows if r["kind"] == "train"]
     assert len(train_rows) == 4 and all(r["w_std"] > 0 for r in train_rows)  # not uniform: group weights used
     assert all("loc_auc_incorrect" in r for r in rows if r["kind"] == "eval")
-    meta = json.loads((run_dir / "meta.json").read_text())["group"]
-    assert meta["train"]["n_groups"] > 0 and meta["train"]["mean_weight_correct"] > meta["train"]["mean_weight_incorrect"]
+    meta = json.loads((run_dir / "meta.json").read_text())["group"]["train"]
+    assert meta["n_groups"] > 0 and meta["mean_weight_correct"] > meta["mean_weight_incorrect"]
 
     out = tmp_path / "sweep"
     result = runner.invoke(app, ["sweep", "--out", str(out), "--methods", "uniform,group,shuffled:group", "--seeds",

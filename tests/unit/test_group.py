@@ -16,7 +16,12 @@ from wmtp.data.records import DataError, Record
 from wmtp.model.loss import mtp_targets
 from wmtp.weighting.base import RunContext
 from wmtp.weighting.controls import ShuffledControl
-from wmtp.weighting.group import GroupConfig, GroupWeight, group_advantages, group_weights
+from wmtp.weighting.group import (
+    GroupConfig,
+    GroupWeight,
+    group_advantages,
+    group_weights,
+)
 
 H = 3
 
