@@ -16,8 +16,8 @@ from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import Any, TypeVar
 
-BUILTIN_MODULES = ("wmtp.weighting.uniform", "wmtp.weighting.rho1", "wmtp.weighting.critic", "wmtp.weighting.controls",
-                   "wmtp.weighting.gradnorm", "wmtp.weighting.hybrid")
+BUILTIN_MODULES = ("wmtp.weighting.uniform", "wmtp.weighting.rho1", "wmtp.weighting.critic", "wmtp.weighting.group",
+                   "wmtp.weighting.gradnorm", "wmtp.weighting.hybrid", "wmtp.weighting.controls")
 ENTRY_POINT_GROUP = "wmtp.weightings"
 
 _REGISTRY: dict[str, type] = {}

@@ -6,7 +6,8 @@ Loss targets are the completion tokens and the eos; never bos, prompt or padding
 
 Packing (`pack_records`) concatenates several encoded records into one row of at most `max_len` tokens; the
 batch then carries `segment_ids`, with which no attention (`MTPModel.trunk_forward`) and no MTP target
-(`mtp_targets`) crosses a record boundary, and positions restart in every record.
+(`mtp_targets`) crosses a record boundary, and positions restart in every record. Whatever a weighting's `prepare`
+attached per token (`ref_ce`) or per record (`record_weights`) travels with its record into the packed row.
 
 Decisive tokens (the ground truth of `Record.decisive_spans`): completion token i, covering characters [a, b)
 of the completion (the tokenizer's offsets), is decisive iff it overlaps a span [s, e) (a < e and s < b); a
@@ -36,6 +37,8 @@ class EncodedRecord:
     """One tokenised record: `input_ids[:n_prompt]` is bos + prompt, the rest completion (+ eos if it fit).
 
     `ref_ce` (optional, len(input_ids) floats): a reference model's CE of token j given input_ids[:j]; 0 at j=0.
+    `record_weights` (optional): one float per record of the row, in order (one for a plain record): a per-record
+    value a weighting's `prepare` attached (e.g. `group`'s row weight); collate spreads it over the record's tokens.
     `segments` (packed rows only): (length, n_prompt) of each record packed into this row, in order; then
     `id` joins the records' ids with "+" and `is_correct` is true iff every packed record is correct.
     `decisive` (len(input_ids) bools, or None when the record has no `decisive_spans`): True at decisive
@@ -48,6 +51,7 @@ class EncodedRecord:
     n_prompt: int
     is_correct: bool
     ref_ce: list[float] | None = None
+    record_weights: list[float] | None = None
     segments: list[tuple[int, int]] | None = None
     decisive: list[bool] | None = None
 
@@ -133,7 +137,8 @@ def decisive_tokens(offsets: Sequence[tuple[int, int]], spans: Sequence[tuple[in
 def pack_records(records: Sequence[EncodedRecord], max_len: int) -> list[EncodedRecord]:
     """Pack records into rows of at most `max_len` tokens (best-fit decreasing; deterministic).
 
-    Each row is an EncodedRecord with `segments`; ref_ce values are concatenated like the tokens. Records are
+    Each row is an EncodedRecord with `segments`; ref_ce values are concatenated like the tokens, record_weights
+    record by record. Records are
     never split (encode_records already truncated each to max_len). Rows come out longest-first.
     """
     for r in records:
@@ -162,6 +167,9 @@ def _packed_row(parts: Sequence[EncodedRecord]) -> EncodedRecord:
     has_ref = [p.ref_ce is not None for p in parts]
     if any(has_ref) and not all(has_ref):
         raise ValueError("cannot pack records with and without ref_ce together")
+    has_weight = [p.record_weights is not None for p in parts]
+    if any(has_weight) and not all(has_weight):
+        raise ValueError("cannot pack records with and without record_weights together")
     annotated = all(p.decisive is not None for p in parts)
     return EncodedRecord(
         id="+".join(p.id for p in parts),
@@ -169,6 +177,7 @@ def _packed_row(parts: Sequence[EncodedRecord]) -> EncodedRecord:
         n_prompt=parts[0].n_prompt,
         is_correct=all(p.is_correct for p in parts),
         ref_ce=[v for p in parts for v in p.ref_ce] if all(has_ref) else None,
+        record_weights=[v for p in parts for v in p.record_weights] if all(has_weight) else None,
         segments=[(len(p.input_ids), p.n_prompt) for p in parts],
         decisive=[d for p in parts for d in p.decisive] if annotated else None,
     )
@@ -180,6 +189,8 @@ def collate(examples: Sequence[EncodedRecord], *, pad_id: int, padding_side: str
     Returns `input_ids` Long[B,T], `attention_mask` Bool[B,T], `loss_mask` Bool[B,T] (completion tokens and
     eos), `is_correct` Float[B], `ids` list[str]; and `ref_ce` Float[B,T] when the records carry one
     (ref_ce[b,j] sits on token j like input_ids; 0 at padding). Records with and without ref_ce do not mix.
+    `record_weight` Float[B,T] when the records carry `record_weights`: on every token of a record (bos and prompt
+    too) that record's value, 0 at padding; records with and without them do not mix.
     When a row is packed (`pack_records`), also `segment_ids` Long[B,T]: 0, 1, … per record of the row, -1 at
     padding; loss_mask then covers each record's completion.
     Always `decisive` Bool[B,T] (True at token j of input_ids iff token j is a decisive target: a completion
@@ -197,6 +208,11 @@ def collate(examples: Sequence[EncodedRecord], *, pad_id: int, padding_side: str
         missing = [e.id for e, h in zip(examples, has_ref) if not h]
         raise ValueError(f"some records of the batch carry ref_ce and some do not (missing: {missing[:5]})")
     ref_ce = torch.zeros(B, T, dtype=torch.float32) if all(has_ref) else None
+    has_weight = [e.record_weights is not None for e in examples]
+    if any(has_weight) and not all(has_weight):
+        missing = [e.id for e, h in zip(examples, has_weight) if not h]
+        raise ValueError(f"some records of the batch carry record_weights and some do not (missing: {missing[:5]})")
+    record_weight = torch.zeros(B, T, dtype=torch.float32) if all(has_weight) else None
     input_ids = torch.full((B, T), pad_id, dtype=torch.long)
     attention_mask = torch.zeros(B, T, dtype=torch.bool)
     loss_mask = torch.zeros(B, T, dtype=torch.bool)
@@ -211,11 +227,15 @@ def collate(examples: Sequence[EncodedRecord], *, pad_id: int, padding_side: str
         segments = e.segments or [(n, e.n_prompt)]
         if sum(length for length, _ in segments) != n:
             raise ValueError(f"record {e.id!r}: segment lengths do not add up to its {n} tokens")
+        if record_weight is not None and len(e.record_weights) != len(segments):
+            raise ValueError(f"record {e.id!r}: {len(e.record_weights)} record_weights for {len(segments)} records")
         pos = start
         for s, (length, n_prompt) in enumerate(segments):
             loss_mask[b, pos + n_prompt:pos + length] = True
             if segment_ids is not None:
                 segment_ids[b, pos:pos + length] = s
+            if record_weight is not None:
+                record_weight[b, pos:pos + length] = e.record_weights[s]
             pos += length
         if ref_ce is not None:
             if len(e.ref_ce) != n:
@@ -236,6 +256,8 @@ def collate(examples: Sequence[EncodedRecord], *, pad_id: int, padding_side: str
     }
     if ref_ce is not None:
         batch["ref_ce"] = ref_ce
+    if record_weight is not None:
+        batch["record_weight"] = record_weight
     if segment_ids is not None:
         batch["segment_ids"] = segment_ids
     return batch
