@@ -170,7 +170,7 @@ class WeightingConfig(_Strict):
 
     name: str = Field(
         "uniform",
-        description="Weight function: a registered weighting (built in: uniform, rho1, critic, gradnorm, hybrid "
+        description="Weight function: a registered weighting (built in: uniform, rho1, critic, group, gradnorm, hybrid "
         "(two of them combined, weighting.hybrid.of), and the controls "
         "random / shuffled of `control_of`: its weights drawn i.i.d. from their empirical distribution, or "
         "permuted, among the batch's valid entries).",

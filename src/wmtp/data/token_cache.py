@@ -97,9 +97,10 @@ TRUNCATION_FILE = "truncation.json"
 
 
 def save_encoded(directory: Path, encoded: Sequence[EncodedRecord], *, truncation: Truncation | None = None) -> None:
-    """Write encoded records (without ref_ce or packing) atomically into `directory` (and their Truncation)."""
-    if any(e.ref_ce is not None or e.segments is not None for e in encoded):
-        raise ValueError("only plain encoded records are cached (no ref_ce, not packed)")
+    """Write encoded records (without ref_ce, record weights or packing) atomically into `directory` (and their
+    Truncation)."""
+    if any(e.ref_ce is not None or e.record_weights is not None or e.segments is not None for e in encoded):
+        raise ValueError("only plain encoded records are cached (no ref_ce, no record weights, not packed)")
     lengths = np.array([len(e.input_ids) for e in encoded], dtype=np.int64)
     arrays = {
         "input_ids": np.array([t for e in encoded for t in e.input_ids], dtype=np.int64),
