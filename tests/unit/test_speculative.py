@@ -19,7 +19,8 @@ import torch.nn.functional as F
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from wmtp.config import ModelConfig
-from wmtp.eval.speculative import SpecStats, SpeculativeDecoder, _KVBuffer
+from wmtp.eval.kv_cache import StaticKVCache
+from wmtp.eval.speculative import SpecStats, SpeculativeDecoder, draft_hidden
 from wmtp.model.mtp import MTPModel
 
 V = 64
@@ -314,30 +315,29 @@ def test_random_heads_accept_about_nothing_and_change_nothing():
     assert total.acceptance_per_head["2"] < 0.1 and total.tokens_per_forward < 1.1
 
 
-# ---- the fused draft heads --------------------------------------------------------------------------------
+# ---- the draft heads ----------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("make", [lambda: random_model(4, seed=8), lambda: random_model(3, seed=9, head1=False),
                                   qwen3_model])  # fmt: skip
 @torch.no_grad()
-def test_fused_draft_heads_equal_the_head_blocks(make):
-    """_DraftHeads (stacked weights, folded norms, one query position) equals norm(f_k(z)) at every position."""
+def test_draft_hidden_equals_the_head_blocks(make):
+    """draft_hidden (the head block's own weights, one query position) equals f_k(z) at every position."""
     model = make()
     ids = torch.tensor([[5, 8, 13, 21, 34, 55, 1, 2, 3, 4]])
     z, ctx = model.trunk_forward(ids)
-    drafter = SpeculativeDecoder(model).drafter
     cos, sin = ctx.position_embeddings
-    kv = _KVBuffer()
-    kv.append(*drafter.keys_values(z, cos, sin))
     T = ids.shape[1]
-    for t in range(T):
-        mask = torch.arange(T)[None] <= t
-        h = drafter.hidden(z[:, t], cos[:, t], sin[:, t], kv, mask)  # [n,1,D]
-        for k in range(2, model.n_heads + 1):
-            ref = model.decoder.norm(model._run_block(model.head_block(k), z, ctx))[0, t]
-            normed = F.rms_norm(h[k - 2, 0], (h.shape[-1],), eps=drafter.eps_out) * model.decoder.norm.weight
-            torch.testing.assert_close(normed, ref, rtol=1e-5, atol=1e-5)  # HF norms use float32 statistics
-            assert drafter.tokens(h)[0, k - 2] == int((ref @ model.unembed.T).argmax())
+    for k in range(2, model.n_heads + 1):
+        block = model.head_block(k)
+        ref = model._run_block(block, z, ctx)[0]
+        for t in range(T):
+            cache = StaticKVCache(T)
+            allowed = (torch.arange(T)[None] <= t)[:, None, None]
+            h = draft_hidden(block, z, z[:, t], (cos, sin, cos[:, t], sin[:, t]), cache, allowed)
+            torch.testing.assert_close(h[0], ref[t], rtol=1e-5, atol=1e-5)  # HF norms use float32 statistics
+            assert cache.keys[block.self_attn.layer_idx].shape[2] == T  # its keys at every position, uncommitted
+        assert cache.len == 0
 
 
 # ---- errors -------------------------------------------------------------------------------------------------
