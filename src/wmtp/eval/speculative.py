@@ -37,6 +37,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -169,12 +170,14 @@ class SpeculativeDecoder:
         stops = [list(s) for s in (stop_token_sequences or ()) if len(s) > 0]
         _check_window(self.model, max(map(len, prompts), default=0) + max_new_tokens)
         was_training = self.model.training
-        self.model.eval()
+        if was_training:
+            self.model.eval()
         try:
             with torch.inference_mode():
                 return _Run(self, [list(p) for p in prompts], max_new_tokens, eos_token_id, stops, sampling).decode()
         finally:
-            self.model.train(was_training)
+            if was_training:
+                self.model.train()
 
 
 def complete(
@@ -224,31 +227,61 @@ def _rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     return x * cos + torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin
 
 
-def _rms(norm: nn.Module, x: Tensor) -> Tensor:
-    return F.rms_norm(x, (x.shape[-1],), norm.weight, norm.variance_epsilon)
+class _HeadRefs(NamedTuple):
+    """References (not copies) to one head block's parameters and constants, gathered once per `generate` call:
+    attribute lookups through nn.Module cost more than the small matmuls they lead to."""
+
+    norm_in: tuple[Tensor, float]
+    q: tuple[Tensor, Tensor | None]
+    k: tuple[Tensor, Tensor | None]
+    v: tuple[Tensor, Tensor | None]
+    o: tuple[Tensor, Tensor | None]
+    qk_norms: tuple[nn.Module, nn.Module] | None  # Qwen3: RMS norms over head_dim before RoPE
+    norm_post: tuple[Tensor, float]
+    gate: tuple[Tensor, Tensor | None]
+    up: tuple[Tensor, Tensor | None]
+    down: tuple[Tensor, Tensor | None]
+    act: nn.Module
+    head_dim: int
+    scaling: float
+    layer_idx: int
+
+    @classmethod
+    def of(cls, block: nn.Module) -> _HeadRefs:
+        at, mlp = block.self_attn, block.mlp
+        lin = lambda m: (m.weight, m.bias)  # noqa: E731
+        norm = lambda m: (m.weight, m.variance_epsilon)  # noqa: E731
+        qk = (at.q_norm, at.k_norm) if hasattr(at, "q_norm") else None
+        return cls(norm(block.input_layernorm), lin(at.q_proj), lin(at.k_proj), lin(at.v_proj), lin(at.o_proj), qk,
+                   norm(block.post_attention_layernorm), lin(mlp.gate_proj), lin(mlp.up_proj), lin(mlp.down_proj),
+                   mlp.act_fn, at.head_dim, at.scaling, at.layer_idx)  # fmt: skip
 
 
-def draft_hidden(block: nn.Module, z: Tensor, zq: Tensor, rope: tuple[Tensor, ...], cache: StaticKVCache,
-                 allowed: Tensor | None) -> Tensor:  # fmt: skip
+def _rms(x: Tensor, norm: tuple[Tensor, float]) -> Tensor:
+    return F.rms_norm(x, (x.shape[-1],), norm[0], norm[1])
+
+
+def draft_hidden(head: nn.Module | _HeadRefs, z: Tensor, zq: Tensor, rope: tuple[Tensor, ...],
+                 cache: StaticKVCache, allowed: Tensor | None) -> Tensor:  # fmt: skip
     """A head block f_k over a forward's trunk output z [B,T,D]: its keys/values at all T positions go into the
     cache; its output f_k(z) is computed only for one query zq [B,D] per sequence (already among z). rope: cos, sin
     [B,T,hd] of z and cos_q, sin_q [B,hd] of zq; allowed Bool[B,1,1,S]: the slots zq may attend to (None: all).
     Returns [B,D], before the final norm. The block's own parameters, fewer kernel calls than the HF block."""
-    at, mlp = block.self_attn, block.mlp
+    h = head if isinstance(head, _HeadRefs) else _HeadRefs.of(head)
     cos, sin, cos_q, sin_q = rope
     B, T, _ = z.shape
-    x = _rms(block.input_layernorm, z)
-    k = at.k_proj(x).view(B, T, -1, at.head_dim)
-    q = at.q_proj(_rms(block.input_layernorm, zq)).view(B, -1, 1, at.head_dim)  # [B,nq,1,hd]
-    if hasattr(at, "k_norm"):  # Qwen3: RMS norms over head_dim between the projection and RoPE
-        k, q = at.k_norm(k), at.q_norm(q)
+    x = _rms(z, h.norm_in)
+    k = F.linear(x, *h.k).view(B, T, -1, h.head_dim)
+    q = F.linear(_rms(zq, h.norm_in), *h.q).view(B, -1, 1, h.head_dim)  # [B,nq,1,hd]
+    if h.qk_norms is not None:
+        q, k = h.qk_norms[0](q), h.qk_norms[1](k)
     k = _rope(k.transpose(1, 2), cos[:, None], sin[:, None])
-    keys, values = cache.update(k, at.v_proj(x).view(B, T, -1, at.head_dim).transpose(1, 2), at.layer_idx)
+    keys, values = cache.update(k, F.linear(x, *h.v).view(B, T, -1, h.head_dim).transpose(1, 2), h.layer_idx)
     q = _rope(q, cos_q[:, None, None], sin_q[:, None, None])
-    att = F.scaled_dot_product_attention(q, keys, values, attn_mask=allowed, scale=at.scaling, enable_gqa=True)
-    h = zq + at.o_proj(att.reshape(B, -1))
-    y = _rms(block.post_attention_layernorm, h)
-    return h + mlp.down_proj(mlp.act_fn(mlp.gate_proj(y)) * mlp.up_proj(y))
+    att = F.scaled_dot_product_attention(q, keys, values, attn_mask=allowed, scale=h.scaling, enable_gqa=True)
+    out = zq + F.linear(att.reshape(B, -1), *h.o)
+    y = _rms(out, h.norm_post)
+    return out + F.linear(h.act(F.linear(y, *h.gate)) * F.linear(y, *h.up), *h.down)
 
 
 class _StopRules:
@@ -283,16 +316,17 @@ class _Run:
         self.mask2d: Tensor | None = None  # Bool[B,S]: slot s of sequence b holds one of its tokens
         self.dense = True  # no padding and no holes: plain causal attention is exact
         self.q: Tensor | None = None  # sampling: [B,n,V] the distributions the current drafts were drawn from
+        self.heads = [_HeadRefs.of(b) for b in dec.drafters]
 
     def attention_mask(self, q: int) -> Tensor | None:
         """Bool[B,1,q,S] for queries in the last q slots (True: may attend), or None for plain causal attention."""
         S = self.mask2d.shape[1]
-        if self.dense:
-            if q == 1 or q == S:
-                return None
-            return torch.ones(q, S, dtype=torch.bool, device=self.device).tril(S - q)[None, None]
-        i = torch.arange(q, device=self.device)[:, None] + (S - q)  # slot of each query
+        if self.dense and (q == 1 or q == S):
+            return None
+        i = torch.arange(S - q, S, device=self.device)[:, None]  # slot of each query
         j = torch.arange(S, device=self.device)[None, :]
+        if self.dense:
+            return (j <= i)[None, None]
         allowed = (j <= i)[None] & self.mask2d[:, None, :]
         allowed |= (j == i)[None]  # a padding query attends to itself: no empty softmax row
         return allowed[:, None]
@@ -330,7 +364,7 @@ class _Run:
         if not self.dense:
             allowed &= self.mask2d
         zq, rope_q = z[rows, at], (cos, sin, cos[rows, at], sin[rows, at])
-        h = torch.stack([draft_hidden(b, z, zq, rope_q, self.cache, allowed[:, None, None]) for b in dec.drafters], 1)
+        h = torch.stack([draft_hidden(b, z, zq, rope_q, self.cache, allowed[:, None, None]) for b in self.heads], 1)
         logits = dec.decoder.norm(h) @ dec.model.unembed.T  # [B,n,V]
         if self.sampling is None:
             return logits.argmax(-1)
