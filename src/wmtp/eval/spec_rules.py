@@ -37,7 +37,7 @@ def sampling_probs(logits: Tensor, *, temperature: float, top_p: float = 1.0, to
 
 def accepted_prefix(ok: Tensor) -> Tensor:
     """Long[B]: the number of leading True in each row of ok Bool[B,m]."""
-    return ok.long().cumprod(-1).sum(-1)
+    return ok.cummin(-1).values.sum(-1)
 
 
 def verify_greedy(logits: Tensor, drafts: Tensor) -> tuple[Tensor, Tensor]:

@@ -139,7 +139,7 @@ class SpeculativeDecoder:
         self.shared = model.shared_blocks()
         self.head1 = model.head_block(1)
         self.drafters = [model.head_block(k) for k in range(2, n_draft + 2)]
-        slots = [b.self_attn.layer_idx for b in [*self.shared, self.head1, *self.drafters]]
+        slots = [b.self_attn.layer_idx for b in [*self.shared, self.head1]]  # draft heads: DRAFT_SLOT
         if len(set(slots)) != len(slots):
             raise ValueError(f"blocks share KV-cache slots (self_attn.layer_idx = {slots}); each needs its own")
 
@@ -244,7 +244,6 @@ class _HeadRefs(NamedTuple):
     act: nn.Module
     head_dim: int
     scaling: float
-    layer_idx: int
 
     @classmethod
     def of(cls, block: nn.Module) -> _HeadRefs:
@@ -254,34 +253,48 @@ class _HeadRefs(NamedTuple):
         qk = (at.q_norm, at.k_norm) if hasattr(at, "q_norm") else None
         return cls(norm(block.input_layernorm), lin(at.q_proj), lin(at.k_proj), lin(at.v_proj), lin(at.o_proj), qk,
                    norm(block.post_attention_layernorm), lin(mlp.gate_proj), lin(mlp.up_proj), lin(mlp.down_proj),
-                   mlp.act_fn, at.head_dim, at.scaling, at.layer_idx)  # fmt: skip
+                   mlp.act_fn, at.head_dim, at.scaling)  # fmt: skip
 
 
 def _rms(x: Tensor, norm: tuple[Tensor, float]) -> Tensor:
     return F.rms_norm(x, (x.shape[-1],), norm[0], norm[1])
 
 
-def draft_hidden(head: nn.Module | _HeadRefs, z: Tensor, zq: Tensor, rope: tuple[Tensor, ...],
+DRAFT_SLOT = -1  # the KV-cache slot of the draft heads (their keys/values side by side: [B, n·nkv, S, hd])
+
+
+def draft_hidden(heads: Sequence[nn.Module | _HeadRefs], z: Tensor, zq: Tensor, rope: tuple[Tensor, ...],
                  cache: StaticKVCache, allowed: Tensor | None) -> Tensor:  # fmt: skip
-    """A head block f_k over a forward's trunk output z [B,T,D]: its keys/values at all T positions go into the
-    cache; its output f_k(z) is computed only for one query zq [B,D] per sequence (already among z). rope: cos, sin
-    [B,T,hd] of z and cos_q, sin_q [B,hd] of zq; allowed Bool[B,1,1,S]: the slots zq may attend to (None: all).
-    Returns [B,D], before the final norm. The block's own parameters, fewer kernel calls than the HF block."""
-    h = head if isinstance(head, _HeadRefs) else _HeadRefs.of(head)
+    """The head blocks f_2..f_{n+1} over a forward's trunk output z [B,T,D]: their keys/values at all T positions go
+    into the cache (one slot, DRAFT_SLOT, heads side by side); their outputs only for one query zq [B,D] per
+    sequence (already among z). rope: cos, sin [B,T,hd] of z and cos_q, sin_q [B,hd] of zq; allowed Bool[B,1,1,S]:
+    the slots zq may attend to (None: all). Returns [B,n,D], before the final norm.
+
+    Each head's own parameters; the heads share one RoPE, one cache write and one attention call (query head i of
+    head j reads key/value head i // rep of head j: grouped-query attention over the side-by-side heads)."""
+    hs = [h if isinstance(h, _HeadRefs) else _HeadRefs.of(h) for h in heads]
     cos, sin, cos_q, sin_q = rope
     B, T, _ = z.shape
-    x = _rms(z, h.norm_in)
-    k = F.linear(x, *h.k).view(B, T, -1, h.head_dim)
-    q = F.linear(_rms(zq, h.norm_in), *h.q).view(B, -1, 1, h.head_dim)  # [B,nq,1,hd]
-    if h.qk_norms is not None:
-        q, k = h.qk_norms[0](q), h.qk_norms[1](k)
-    k = _rope(k.transpose(1, 2), cos[:, None], sin[:, None])
-    keys, values = cache.update(k, F.linear(x, *h.v).view(B, T, -1, h.head_dim).transpose(1, 2), h.layer_idx)
-    q = _rope(q, cos_q[:, None, None], sin_q[:, None, None])
-    att = F.scaled_dot_product_attention(q, keys, values, attn_mask=allowed, scale=h.scaling, enable_gqa=True)
-    out = zq + F.linear(att.reshape(B, -1), *h.o)
-    y = _rms(out, h.norm_post)
-    return out + F.linear(h.act(F.linear(y, *h.gate)) * F.linear(y, *h.up), *h.down)
+    hd = hs[0].head_dim
+    xs = [_rms(z, h.norm_in) for h in hs]
+    xq = [_rms(zq, h.norm_in) for h in hs]
+    q = [F.linear(x, *h.q).view(B, -1, hd) for x, h in zip(xq, hs)]  # n × [B,nq,hd]
+    k = [F.linear(x, *h.k).view(B, T, -1, hd) for x, h in zip(xs, hs)]  # n × [B,T,nkv,hd]
+    if hs[0].qk_norms is not None:  # Qwen3: RMS norms over head_dim between the projection and RoPE
+        q = [h.qk_norms[0](t) for t, h in zip(q, hs)]
+        k = [h.qk_norms[1](t) for t, h in zip(k, hs)]
+    v = torch.cat([F.linear(x, *h.v).view(B, T, -1, hd) for x, h in zip(xs, hs)], dim=2).transpose(1, 2)
+    k = _rope(torch.cat(k, dim=2).transpose(1, 2), cos[:, None], sin[:, None])  # [B,n·nkv,T,hd]
+    keys, values = cache.update(k, v, DRAFT_SLOT)
+    q = _rope(torch.cat(q, dim=1)[:, :, None], cos_q[:, None, None], sin_q[:, None, None])  # [B,n·nq,1,hd]
+    att = F.scaled_dot_product_attention(q, keys, values, attn_mask=allowed, scale=hs[0].scaling, enable_gqa=True)
+    att = att.view(B, len(hs), -1)
+    outs = []
+    for j, h in enumerate(hs):
+        out = zq + F.linear(att[:, j], *h.o)
+        y = _rms(out, h.norm_post)
+        outs.append(out + F.linear(h.act(F.linear(y, *h.gate)) * F.linear(y, *h.up), *h.down))
+    return torch.stack(outs, dim=1)
 
 
 class _StopRules:
@@ -313,6 +326,8 @@ class _Run:
         width, n = max(map(len, prompts), default=0), dec.n_draft
         # Committed slots per step: one sequence's accepted tokens, or in a batch the most any sequence accepted.
         self.cache = StaticKVCache(width + (max_new + n + 1 if len(prompts) == 1 else (max_new + 1) * (n + 1)))
+        cap = self.cache.capacity
+        self.causal = torch.ones(cap, cap, dtype=torch.bool, device=self.device).tril()  # row i: slots ≤ i
         self.mask2d: Tensor | None = None  # Bool[B,S]: slot s of sequence b holds one of its tokens
         self.dense = True  # no padding and no holes: plain causal attention is exact
         self.q: Tensor | None = None  # sampling: [B,n,V] the distributions the current drafts were drawn from
@@ -321,15 +336,12 @@ class _Run:
     def attention_mask(self, q: int) -> Tensor | None:
         """Bool[B,1,q,S] for queries in the last q slots (True: may attend), or None for plain causal attention."""
         S = self.mask2d.shape[1]
-        if self.dense and (q == 1 or q == S):
-            return None
-        i = torch.arange(S - q, S, device=self.device)[:, None]  # slot of each query
-        j = torch.arange(S, device=self.device)[None, :]
         if self.dense:
-            return (j <= i)[None, None]
-        allowed = (j <= i)[None] & self.mask2d[:, None, :]
-        allowed |= (j == i)[None]  # a padding query attends to itself: no empty softmax row
-        return allowed[:, None]
+            return None if q == 1 or q == S else self.causal[None, None, S - q : S, :S]  # a view
+        i = torch.arange(S - q, S, device=self.device)[:, None]  # slot of each query
+        allowed = self.causal[None, S - q : S, :S] & self.mask2d[:, None, :]
+        allowed |= (torch.arange(S, device=self.device)[None, :] == i)[None]  # a padding query attends to itself:
+        return allowed[:, None]  # no empty softmax row
 
     def step(self, ids: Tensor, positions: Tensor, m: int) -> list[list[int]]:
         """One forward over new tokens ids Long[B,T] (their slots already in mask2d) whose last m are drafts:
@@ -359,13 +371,12 @@ class _Run:
         dec, B, T = self.dec, z.shape[0], z.shape[1]
         rows = torch.arange(B, device=self.device)
         cos, sin = rope
-        S = self.cache.len + T
-        allowed = torch.arange(S, device=self.device)[None] <= (self.cache.len + at)[:, None]  # [B,S]
+        allowed = self.causal[self.cache.len + at, : self.cache.len + T]  # [B,S]
         if not self.dense:
-            allowed &= self.mask2d
+            allowed = allowed & self.mask2d
         zq, rope_q = z[rows, at], (cos, sin, cos[rows, at], sin[rows, at])
-        h = torch.stack([draft_hidden(b, z, zq, rope_q, self.cache, allowed[:, None, None]) for b in self.heads], 1)
-        logits = dec.decoder.norm(h) @ dec.model.unembed.T  # [B,n,V]
+        h = draft_hidden(self.heads, z, zq, rope_q, self.cache, allowed[:, None, None])
+        logits = _rms(h, (dec.decoder.norm.weight, dec.decoder.norm.variance_epsilon)) @ dec.model.unembed.T  # [B,n,V]
         if self.sampling is None:
             return logits.argmax(-1)
         self.q = self.sampling.probs(logits)
