@@ -15,7 +15,11 @@ import itertools
 import pytest
 import torch
 from scipy.stats import chisquare
-from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+from transformers.generation.logits_process import (
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
 
 import wmtp.eval.speculative as spec
 from wmtp.config import ModelConfig
@@ -110,7 +114,7 @@ def test_the_distribution_test_rejects_wrong_rules(monkeypatch, wrong_rule):
 def test_seeded_sampling_is_reproducible():
     model, dec = tiny_model(), None
     dec = SpeculativeDecoder(model)
-    run = lambda seed: dec.generate([PROMPT, [1, 5]], max_new_tokens=12, eos_token_id=None, temperature=1.0,  # noqa: E731
+    run = lambda seed: dec.generate([PROMPT, [1, 5]], max_new_tokens=12, eos_token_id=None, temperature=1.0,
                                     generator=torch.Generator().manual_seed(seed))[0]  # fmt: skip
     assert run(3) == run(3) and run(3) != run(4)
 

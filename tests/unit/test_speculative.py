@@ -15,12 +15,16 @@ import random
 
 import pytest
 import torch
-import torch.nn.functional as F
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from wmtp.config import ModelConfig
 from wmtp.eval.kv_cache import StaticKVCache
-from wmtp.eval.speculative import DRAFT_SLOT, SpecStats, SpeculativeDecoder, draft_hidden
+from wmtp.eval.speculative import (
+    DRAFT_SLOT,
+    SpecStats,
+    SpeculativeDecoder,
+    draft_hidden,
+)
 from wmtp.model.mtp import MTPModel
 
 V = 64
@@ -185,7 +189,7 @@ def test_speculative_equals_greedy_with_partial_acceptance(n_heads):
     """Noisy oracles accept some drafts and reject others: every roll-back length occurs, and the output stays
     head 1's greedy output (checked against the naive loop too)."""
     rng = random.Random(20 + n_heads)
-    total, lengths = SpecStats(), set()
+    total = SpecStats()
     for seed in range(2):
         model = noisy_oracle(n_heads, seed=seed)
         for prompt in random_prompts(rng, 5):
@@ -358,7 +362,7 @@ def test_bad_arguments_are_refused():
 
 
 def test_stats_count_forwards_and_drafts():
-    model, f = oracle_model(3, seed=1)
+    model, _ = oracle_model(3, seed=1)
     _, stats = speculative_generate(model, [2, 3], max_new_tokens=8, eos_token_id=None)
     # prefill → 1 token; steps of 3 → 4, 7; the last step has room for one token only: no drafts, 1 token.
     assert (stats.n_tokens, stats.n_forwards) == (8, 4)
@@ -388,8 +392,9 @@ def tied_fp32_model(rel: float, seed: int = 2) -> tuple[MTPModel, list[int], int
 
 def hf_greedy(model: MTPModel, prompt: list[int], n: int) -> list[int]:
     ids = torch.tensor([prompt])
-    return model.trunk.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
-                                max_new_tokens=n, eos_token_id=None, pad_token_id=0)[0, len(prompt) :].tolist()  # fmt: skip
+    out = model.trunk.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                               max_new_tokens=n, eos_token_id=None, pad_token_id=0)  # fmt: skip
+    return out[0, len(prompt) :].tolist()
 
 
 @pytest.mark.parametrize("rel", [0.0, 2.0**-23, 1e-6])

@@ -72,12 +72,14 @@ def run_decode_bench(
     torch.set_num_threads(threads)
     try:
         return _bench(Path(run_dir), n_prompts=n_prompts, max_new_tokens=max_new_tokens, threads=threads,
-                      hf_generate=hf_generate, repeats=repeats, temperature=temperature, top_p=top_p, seed=seed)  # fmt: skip
+                      hf_generate=hf_generate, repeats=repeats, temperature=temperature, top_p=top_p,
+                      seed=seed)  # fmt: skip
     finally:
         torch.set_num_threads(threads_before)
 
 
-def _variants(model, eos: int, pad: int, max_new: int, temperature: float, top_p: float, hf: bool) -> dict[str, Callable]:
+def _variants(model, eos: int, pad: int, max_new: int, temperature: float, top_p: float,
+              hf: bool) -> dict[str, Callable]:  # fmt: skip
     """name → decode(ids, generator) → (new tokens, SpecStats or None)."""
     from wmtp.eval.speculative import SpeculativeDecoder
 
@@ -93,7 +95,8 @@ def _variants(model, eos: int, pad: int, max_new: int, temperature: float, top_p
         return run
 
     def hf_run(sampled: bool) -> Callable:
-        kw = {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0} if sampled else {"do_sample": False}
+        kw = {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0} if sampled else {}
+        kw.setdefault("do_sample", False)
 
         @torch.inference_mode()
         def run(ids: list[int], gen: torch.Generator):

@@ -29,7 +29,7 @@ class StaticKVCache:
     def update(self, k: Tensor, v: Tensor, layer_idx: int, kwargs: dict | None = None) -> tuple[Tensor, Tensor]:
         """Write a forward's new keys/values k, v: [B, nkv, T, hd] for block layer_idx at positions [len, len+T);
         returns the live views [B, nkv, len+T, hd] (the signature HF attention calls)."""
-        T, end = k.shape[2], self.len + k.shape[2]
+        end = self.len + k.shape[2]
         if end > self.capacity:
             raise ValueError(f"KV cache full: {end} positions > capacity {self.capacity}")
         if layer_idx not in self.keys:

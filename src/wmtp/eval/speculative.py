@@ -1,7 +1,8 @@
 """Self-speculative decoding with the MTP heads, greedy or sampled (Gloeckle et al. 2024 §3.2; Stern et al. 2018;
 Cai et al. 2024 (Medusa); Leviathan et al. 2023; Chen et al. 2023).
 
-Legend: B sequences, H heads, n ≤ H−1 draft heads, m ≤ n drafts verified in a step, T new positions, D width, V vocab.
+Legend: B sequences, H heads, n ≤ H−1 draft heads, m ≤ n drafts verified in a step, T new positions, D width,
+V vocabulary.
 
 One step is one forward, for every sequence in the batch:
     c              the next token, already decided by head 1 (the previous step's bonus or correction token)
@@ -72,7 +73,7 @@ class SpecStats:
 
     def merge(self, other: SpecStats) -> SpecStats:
         n = max(len(self.proposed), len(other.proposed))
-        pad = lambda xs: xs + [0] * (n - len(xs))  # noqa: E731
+        pad = lambda xs: xs + [0] * (n - len(xs))
         return SpecStats(
             self.n_tokens + other.n_tokens,
             self.n_forwards + other.n_forwards,
@@ -133,7 +134,8 @@ class SpeculativeDecoder:
         n_max = contiguous_draft_heads(model)
         n_draft = n_max if n_draft is None else n_draft
         if not 0 <= n_draft <= n_max:
-            raise ValueError(f"n_draft={n_draft} must be in 0..{n_max} (heads 2..{n_max + 1} have offsets 2..{n_max + 1})")
+            raise ValueError(f"n_draft={n_draft} must be in 0..{n_max} (the heads 2..{n_max + 1} whose offsets "
+                             f"continue 1, 2, ...: head_offsets)")  # fmt: skip
         self.model, self.n_draft = model, n_draft
         self.decoder = model.decoder
         self.shared = model.shared_blocks()
@@ -248,8 +250,8 @@ class _HeadRefs(NamedTuple):
     @classmethod
     def of(cls, block: nn.Module) -> _HeadRefs:
         at, mlp = block.self_attn, block.mlp
-        lin = lambda m: (m.weight, m.bias)  # noqa: E731
-        norm = lambda m: (m.weight, m.variance_epsilon)  # noqa: E731
+        lin = lambda m: (m.weight, m.bias)
+        norm = lambda m: (m.weight, m.variance_epsilon)
         qk = (at.q_norm, at.k_norm) if hasattr(at, "q_norm") else None
         return cls(norm(block.input_layernorm), lin(at.q_proj), lin(at.k_proj), lin(at.v_proj), lin(at.o_proj), qk,
                    norm(block.post_attention_layernorm), lin(mlp.gate_proj), lin(mlp.up_proj), lin(mlp.down_proj),
