@@ -386,14 +386,20 @@ def bench_decode(
     temperature: Annotated[float, typer.Option(help="Temperature of the sampled variants (> 0).")] = 0.8,
     top_p: Annotated[float, typer.Option(help="top_p of the sampled variants, in (0, 1].")] = 1.0,
     seed: Annotated[int, typer.Option(help="Seed of the sampled variants (repeat r uses seed + r).")] = 0,
+    n_draft: Annotated[int | None, typer.Option(min=0, help="Draft heads (default: all contiguous heads).")] = None,
 ) -> None:
     """Self-speculative vs plain KV-cached decoding (greedy and sampled) and HF generate, interleaved repeats:
     tokens/s (median, spread, raw times), speedups, tokens per forward, acceptance per head, identical outputs."""
     from wmtp.bench.decode import run_decode_bench
 
-    print(json.dumps(run_decode_bench(run, n_prompts=prompts, max_new_tokens=max_new_tokens, threads=threads,
-                                      hf_generate=hf_generate, repeats=repeats, temperature=temperature,
-                                      top_p=top_p, seed=seed)))  # fmt: skip
+    try:
+        result = run_decode_bench(run, n_prompts=prompts, max_new_tokens=max_new_tokens, threads=threads,
+                                  hf_generate=hf_generate, repeats=repeats, temperature=temperature, top_p=top_p,
+                                  seed=seed, n_draft=n_draft)  # fmt: skip
+    except ValueError as err:  # bad --n-draft / --temperature / --top-p for this model
+        console.print(f"[bold red]error:[/] {err}", highlight=False)
+        raise typer.Exit(2) from None
+    print(json.dumps(result))
 
 
 @data_app.command("stats")

@@ -78,6 +78,14 @@ def test_bench_decode_prints_json_last(run_dir):
     assert out["config"]["n_prompts"] == 3 and out["config"]["threads"] == 1 and out["config"]["repeats"] == 2
 
 
+def test_bench_decode_with_fewer_draft_heads_and_no_hf(run_dir):
+    args = ["bench", "decode", "--run", str(run_dir), "--prompts", "2", "--max-new-tokens", "6", "--repeats", "1"]
+    out = json.loads(runner.invoke(app, [*args, "--n-draft", "1", "--no-hf-generate"]).stdout.strip().splitlines()[-1])
+    assert set(out["speculative"]["acceptance_per_head"]) == {"2"} and out["config"]["n_draft"] == 1
+    assert set(out["speedups"]) == {"greedy_vs_kv", "sampled_vs_kv"} and "hf_generate" not in out
+    assert runner.invoke(app, [*args, "--n-draft", "3"]).exit_code == 2  # heads 2..3 only: a user error
+
+
 def test_missing_run_is_a_user_error(tmp_path):
     for args in (["generate", "--run", str(tmp_path / "nope"), "--prompt", "x"],
                  ["bench", "decode", "--run", str(tmp_path / "nope")]):  # fmt: skip

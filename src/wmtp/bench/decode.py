@@ -61,8 +61,10 @@ def run_decode_bench(
     temperature: float = 0.8,
     top_p: float = 1.0,
     seed: int = 0,
+    n_draft: int | None = None,
 ) -> dict[str, Any]:
-    """Tokens per second of every variant (module doc), speedups, tokens per forward, acceptance per head."""
+    """Tokens per second of every variant (module doc), speedups, tokens per forward, acceptance per head.
+    n_draft: draft heads of the speculative variants (None: all contiguous heads)."""
     if min(n_prompts, max_new_tokens, threads, repeats) < 1:
         raise ValueError(f"prompts={n_prompts}, max_new_tokens={max_new_tokens}, threads={threads}, "
                          f"repeats={repeats} must be >= 1")  # fmt: skip
@@ -73,17 +75,17 @@ def run_decode_bench(
     try:
         return _bench(Path(run_dir), n_prompts=n_prompts, max_new_tokens=max_new_tokens, threads=threads,
                       hf_generate=hf_generate, repeats=repeats, temperature=temperature, top_p=top_p,
-                      seed=seed)  # fmt: skip
+                      seed=seed, n_draft=n_draft)  # fmt: skip
     finally:
         torch.set_num_threads(threads_before)
 
 
-def _variants(model, eos: int, pad: int, max_new: int, temperature: float, top_p: float,
-              hf: bool) -> dict[str, Callable]:  # fmt: skip
+def _variants(model, eos: int, pad: int, max_new: int, temperature: float, top_p: float, hf: bool,
+              n_draft: int | None) -> dict[str, Callable]:  # fmt: skip
     """name → decode(ids, generator) → (new tokens, SpecStats or None)."""
     from wmtp.eval.speculative import SpeculativeDecoder
 
-    plain, spec = SpeculativeDecoder(model, n_draft=0), SpeculativeDecoder(model)
+    plain, spec = SpeculativeDecoder(model, n_draft=0), SpeculativeDecoder(model, n_draft=n_draft)
 
     def ours(dec: SpeculativeDecoder, sampled: bool) -> Callable:
         kw = {"temperature": temperature, "top_p": top_p} if sampled else {}
@@ -115,16 +117,16 @@ def _variants(model, eos: int, pad: int, max_new: int, temperature: float, top_p
 
 
 def _bench(run_dir: Path, *, n_prompts: int, max_new_tokens: int, threads: int, hf_generate: bool, repeats: int,
-           temperature: float, top_p: float, seed: int) -> dict[str, Any]:  # fmt: skip
+           temperature: float, top_p: float, seed: int, n_draft: int | None) -> dict[str, Any]:  # fmt: skip
     from wmtp.eval.evaluate import load_eval_model
     from wmtp.eval.prompts import encode_prompt
-    from wmtp.eval.speculative import SpecStats
+    from wmtp.eval.speculative import SpecStats, contiguous_draft_heads
 
     model, tokenizer, _ = load_eval_model(run_dir=run_dir)
     model.eval()
     prompts = [encode_prompt(tokenizer, p) for p in bench_prompts(run_dir, n_prompts)]
     variants = _variants(model, tokenizer.eos_token_id, tokenizer.pad_token_id, max_new_tokens, temperature, top_p,
-                         hf_generate)  # fmt: skip
+                         hf_generate, n_draft)  # fmt: skip
     names = list(variants)
     for name in names:  # warm-up: first-call allocations and lazy initialisation stay out of the timing
         variants[name](prompts[0], torch.Generator().manual_seed(seed))
@@ -176,6 +178,7 @@ def _bench(run_dir: Path, *, n_prompts: int, max_new_tokens: int, threads: int, 
     result["config"] = {
         "run": str(run_dir), "n_prompts": len(prompts), "max_new_tokens": max_new_tokens, "threads": threads,
         "repeats": repeats, "temperature": temperature, "top_p": top_p, "seed": seed, "n_heads": model.n_heads,
+        "n_draft": contiguous_draft_heads(model) if n_draft is None else n_draft,
         "mean_prompt_tokens": sum(map(len, prompts)) / len(prompts), "loadavg_1m": os.getloadavg()[0],
         "torch": torch.__version__,
     }  # fmt: skip
