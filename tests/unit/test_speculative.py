@@ -23,6 +23,7 @@ from wmtp.eval.speculative import (
     DRAFT_SLOT,
     SpecStats,
     SpeculativeDecoder,
+    contiguous_draft_heads,
     draft_hidden,
 )
 from wmtp.model.mtp import MTPModel
@@ -412,3 +413,22 @@ def test_float32_ties_pick_the_same_token_in_every_path(rel):
     out, stats = speculative_generate(model, prompt, max_new_tokens=n, eos_token_id=None)
     assert out == ref
     assert stats.tokens_per_forward > 2  # most drafts were accepted: the tied tokens came from multi-position forwards
+
+
+def test_only_heads_with_contiguous_offsets_draft():
+    """Leap heads (head_offsets not 1..H) cannot chain drafts past a gap: the contiguous prefix drafts, a longer
+    n_draft is refused, greedy output is unchanged."""
+    model = noisy_oracle(4, seed=5)
+    prompt = [3, 9, 27]
+    ref = greedy_generate(model, prompt, max_new_tokens=15, eos_token_id=None)
+    model.head_offsets = (1, 2, 4, 5)
+    assert contiguous_draft_heads(model) == 1
+    out, stats = speculative_generate(model, prompt, max_new_tokens=15, eos_token_id=None)
+    assert out == ref and set(stats.acceptance_per_head) == {"2"}
+    with pytest.raises(ValueError, match="n_draft"):
+        SpeculativeDecoder(model, n_draft=2)
+    model.head_offsets = (1, 3, 4, 5)
+    assert SpeculativeDecoder(model).n_draft == 0
+    model.head_offsets = (2, 3, 4, 5)
+    with pytest.raises(ValueError, match="next token"):
+        SpeculativeDecoder(model)
