@@ -383,14 +383,25 @@ def bench_decode(
     prompts: Annotated[int, typer.Option(min=1, help="Distinct test-split prompts decoded.")] = 20,
     max_new_tokens: Annotated[int, typer.Option(min=1, help="Tokens per prompt at most (stops at eos).")] = 128,
     threads: Annotated[int, typer.Option(min=1, help="torch intra-op threads (the same for every decoder).")] = 1,
-    hf_generate: Annotated[bool, typer.Option(help="Also time HF generate (greedy) as a reference.")] = True,
+    hf_generate: Annotated[bool, typer.Option(help="Also time HF generate (greedy and sampled) as references.")] = True,
+    repeats: Annotated[int, typer.Option(min=1, help="Interleaved repeats (medians and spreads over them).")] = 5,
+    temperature: Annotated[float, typer.Option(help="Temperature of the sampled variants (> 0).")] = 0.8,
+    top_p: Annotated[float, typer.Option(help="top_p of the sampled variants, in (0, 1].")] = 1.0,
+    seed: Annotated[int, typer.Option(help="Seed of the sampled variants (repeat r uses seed + r).")] = 0,
+    n_draft: Annotated[int | None, typer.Option(min=0, help="Draft heads (default: all contiguous heads).")] = None,
 ) -> None:
-    """Plain greedy vs self-speculative decoding, same prompts and process: tokens/s, tokens per forward,
-    acceptance per head, speedup."""
+    """Self-speculative vs plain KV-cached decoding (greedy and sampled) and HF generate, interleaved repeats:
+    tokens/s (median, spread, raw times), speedups, tokens per forward, acceptance per head, identical outputs."""
     from wmtp.bench.decode import run_decode_bench
 
-    print(json.dumps(run_decode_bench(run, n_prompts=prompts, max_new_tokens=max_new_tokens, threads=threads,
-                                      hf_generate=hf_generate)))
+    try:
+        result = run_decode_bench(run, n_prompts=prompts, max_new_tokens=max_new_tokens, threads=threads,
+                                  hf_generate=hf_generate, repeats=repeats, temperature=temperature, top_p=top_p,
+                                  seed=seed, n_draft=n_draft)  # fmt: skip
+    except ValueError as err:  # bad --n-draft / --temperature / --top-p for this model
+        console.print(f"[bold red]error:[/] {err}", highlight=False)
+        raise typer.Exit(2) from None
+    print(json.dumps(result))
 
 
 @_command(data_app, "stats")

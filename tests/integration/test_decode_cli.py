@@ -59,16 +59,31 @@ def test_generate_speculative_prints_the_greedy_completion_and_stats(run_dir):
 
 
 def test_bench_decode_prints_json_last(run_dir):
-    result = runner.invoke(app, ["bench", "decode", "--run", str(run_dir), "--prompts", "3", "--max-new-tokens", "8"])
+    result = runner.invoke(app, ["bench", "decode", "--run", str(run_dir), "--prompts", "3", "--max-new-tokens", "8",
+                                 "--repeats", "2"])  # fmt: skip
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout.strip().splitlines()[-1])
-    assert out["greedy"]["tokens_per_s"] > 0 and out["speculative"]["tokens_per_s"] > 0
+    variants = ("greedy", "speculative", "sample", "speculative_sample", "hf_generate", "hf_sample")
+    for name in variants:
+        v = out[name]
+        assert len(v["wall_s"]) == len(v["cpu_s"]) == len(v["n_tokens"]) == 2  # raw times, one per repeat
+        assert v["tokens_per_s_spread"][0] <= v["tokens_per_s"] <= v["tokens_per_s_spread"][1]
+    for name in ("speculative", "speculative_sample"):
+        assert out[name]["tokens_per_forward"] >= 1.0
+        assert set(out[name]["acceptance_per_head"]) == {"2", "3"}
+    assert set(out["speedups"]) == {"greedy_vs_kv", "greedy_vs_hf", "sampled_vs_kv", "sampled_vs_hf"}
     assert out["speedup"] == pytest.approx(out["speculative"]["tokens_per_s"] / out["greedy"]["tokens_per_s"])
-    assert out["speculative"]["tokens_per_forward"] >= 1.0
-    assert set(out["speculative"]["acceptance_per_head"]) == {"2", "3"}
-    assert out["identical_outputs"] is True
+    assert out["identical_outputs"] is True and out["identical_to_hf_generate"] is True
     assert out["greedy"]["n_tokens"] == out["speculative"]["n_tokens"] == out["hf_generate"]["n_tokens"]
-    assert out["config"]["n_prompts"] == 3 and out["config"]["threads"] == 1
+    assert out["config"]["n_prompts"] == 3 and out["config"]["threads"] == 1 and out["config"]["repeats"] == 2
+
+
+def test_bench_decode_with_fewer_draft_heads_and_no_hf(run_dir):
+    args = ["bench", "decode", "--run", str(run_dir), "--prompts", "2", "--max-new-tokens", "6", "--repeats", "1"]
+    out = json.loads(runner.invoke(app, [*args, "--n-draft", "1", "--no-hf-generate"]).stdout.strip().splitlines()[-1])
+    assert set(out["speculative"]["acceptance_per_head"]) == {"2"} and out["config"]["n_draft"] == 1
+    assert set(out["speedups"]) == {"greedy_vs_kv", "sampled_vs_kv"} and "hf_generate" not in out
+    assert runner.invoke(app, [*args, "--n-draft", "3"]).exit_code == 2  # heads 2..3 only: a user error
 
 
 def test_missing_run_is_a_user_error(tmp_path):

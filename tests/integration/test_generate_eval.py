@@ -94,6 +94,9 @@ def test_speculative_generation_equals_greedy(model, tokenizer, splits):
     assert fast == plain
 
 
-def test_speculative_needs_greedy():
-    with pytest.raises(ValueError, match="temperature 0"):
-        SamplingConfig(temperature=0.8, speculative=True)
+def test_speculative_sampling_draws_n_seeded_samples(model, tokenizer, splits):
+    prompts = [p.prompt for p in unique_problems(splits["train"])[:2]]
+    cfg = SamplingConfig(temperature=1.0, n=3, max_new_tokens=10, stop=(), speculative=True, seed=4)
+    out = generate(model, tokenizer, prompts, sampling=cfg, progress=False)
+    assert [len(s) for s in out] == [3, 3]
+    assert out == generate(model, tokenizer, prompts, sampling=cfg, progress=False)  # seeded: reproducible

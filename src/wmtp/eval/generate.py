@@ -18,8 +18,8 @@ CODE_STOPS = ("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\nassert ")
 @dataclass(frozen=True)
 class SamplingConfig:
     """temperature 0 is greedy decoding; n samples per prompt; completions are cut at the first stop string.
-    speculative: greedy self-speculative decoding with the MTP heads (`wmtp.eval.speculative`): the same
-    tokens as greedy decoding, in fewer forwards; needs temperature 0."""
+    speculative: self-speculative decoding with the MTP heads (`wmtp.eval.speculative`): greedy, the same tokens
+    as greedy decoding in fewer forwards; sampled (temperature > 0), the same distribution as head 1's sampling."""
 
     temperature: float = 0.0
     top_p: float = 1.0
@@ -28,10 +28,6 @@ class SamplingConfig:
     stop: tuple[str, ...] = field(default=CODE_STOPS)
     seed: int = 0
     speculative: bool = False
-
-    def __post_init__(self) -> None:
-        if self.speculative and self.temperature > 0:
-            raise ValueError("speculative decoding is greedy: it needs temperature 0")
 
 
 @torch.no_grad()
@@ -50,8 +46,7 @@ def generate(
     which is the trunk's own last block, so the trunk's HF `generate` (with its KV cache) decodes exactly head 1.
     """
     if sampling.speculative:
-        texts, _ = complete(model, tokenizer, prompts, max_new_tokens=sampling.max_new_tokens, batch_size=batch_size)
-        return [[truncate_at_stop(t, sampling.stop)] * sampling.n for t in texts]
+        return _generate_speculative(model, tokenizer, prompts, sampling, batch_size)
     if not model.head1_is_trunk_layer:
         raise ValueError("generation decodes head 1 through the trunk: it needs model.head1_is_trunk_layer=true")
     was_training = model.training
@@ -87,3 +82,16 @@ def generate(
             bar.update(task, advance=len(chunk))
     model.train(was_training)
     return results
+
+
+def _generate_speculative(model: MTPModel, tokenizer: PreTrainedTokenizerBase, prompts: list[str],
+                          sampling: SamplingConfig, batch_size: int) -> list[list[str]]:  # fmt: skip
+    """`generate` through self-speculative decoding: greedy completions are computed once and repeated n times;
+    sampled ones are n draws per prompt (each prompt repeated n times in the batch)."""
+    sampled = sampling.temperature > 0
+    reps = sampling.n if sampled else 1
+    texts, _ = complete(model, tokenizer, [p for p in prompts for _ in range(reps)], speculative=True,
+                        max_new_tokens=sampling.max_new_tokens, batch_size=batch_size,
+                        temperature=sampling.temperature, top_p=sampling.top_p, seed=sampling.seed)  # fmt: skip
+    cut = [truncate_at_stop(t, sampling.stop) for t in texts]
+    return [cut[i * reps : (i + 1) * reps] * (sampling.n // reps) for i in range(len(prompts))]
