@@ -299,8 +299,9 @@ def eval_(
     k: Annotated[str, typer.Option(help="Comma-separated k of pass@k (k > n is dropped).")] = "1,10,100",
     temperature: TemperatureOption = 0.0,
     device: DeviceOption = "cpu",
-    speculative: Annotated[bool, typer.Option("--speculative", help="Greedy self-speculative decoding with the "
-                                                                   "MTP heads (same tokens, fewer forwards).")] = False,
+    speculative: Annotated[bool, typer.Option(
+        "--speculative", help="Self-speculative decoding with the MTP heads, fewer forwards (greedy: the same tokens; "
+        "--temperature > 0: the same distribution).")] = False,
 ) -> None:
     """Evaluate a run (or an HF model) on benchmarks; writes <out>/<bench>.json, prints a JSON summary last."""
     from wmtp.eval.evaluate import EvalRequest, run_eval
