@@ -151,7 +151,7 @@ def test_grad_accum_runs_every_micro_batch_through_the_trainers_path(monkeypatch
 def test_ours_and_naive_agree_under_grad_accum():
     ours, naive = Variant(params(grad_accum=2)), Variant(params(grad_accum=2, mode="naive"))
     assert all(torch.equal(a["input_ids"], b["input_ids"]) for a, b in zip(ours.micro, naive.micro))
-    assert trainer_step(ours.model, ours.optimizer, ours.micro, ours.weight_fn, step=0) == pytest.approx(
+    assert trainer_step(ours.model, ours.optimizer, ours.micro, ours.weight_fn, wcfg=ours.wcfg, step=0) == pytest.approx(
         naive_step(naive.model, naive.optimizer, naive.micro), rel=1e-4
     )
 

@@ -222,9 +222,9 @@ def _times(blocks: list[dict[str, list[float]]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, field in (("step_s", "times"), ("step_cpu_s", "cpu_times")):
         per_round = [b[field] for b in blocks]
-        stats = summarize([t for r in per_round for t in r])
-        out.update({key: stats["median"], f"{key}_stats": stats, f"{key}_all": [t for r in per_round for t in r],
-                    f"{key}_rounds": per_round})  # fmt: skip
+        flat = [t for r in per_round for t in r]
+        stats = summarize(flat)
+        out.update({key: stats["median"], f"{key}_stats": stats, f"{key}_all": flat, f"{key}_rounds": per_round})
     return out
 
 

@@ -37,13 +37,19 @@ CRITIC_REWARD_RATE = 0.5  # the batches' is_correct alternate 0, 1 (a run's `pre
 
 
 def trainer_step(
-    model: MTPModel, optimizer: torch.optim.Optimizer, micro: list[dict[str, Any]], weight_fn: WeightFn, *, step: int
+    model: MTPModel,
+    optimizer: torch.optim.Optimizer,
+    micro: list[dict[str, Any]],
+    weight_fn: WeightFn,
+    *,
+    wcfg: WeightingConfig,
+    step: int,
 ) -> float:
     """One optimizer step over the micro-batches `micro` as `Trainer.train_step` (stages 1–4) takes it on one
     process, without its gradient clipping, metrics and device copies: the step's valid-entry and token counts,
     with several micro-batches every raw weight first (`raw_step_weights`, for `mean` over the whole step), then
     `forward_backward` per micro-batch, AdamW, zero_grad. Returns the step's loss. Keep in step with the Trainer."""
-    H, wcfg, chunk = model.n_heads, WeightingConfig(), chunk_tokens()
+    H, chunk = model.n_heads, chunk_tokens()
     weight_fn.begin_step(step)
     n_valid = sum(int(batch_targets(b, H)[1].sum()) for b in micro)
     n_tokens = sum(int(b["loss_mask"].sum()) for b in micro)
@@ -79,11 +85,11 @@ def naive_step(model: MTPModel, optimizer: torch.optim.Optimizer, micro: list[di
     return loss
 
 
-def make_weight_fn(name: str) -> WeightFn:
-    """The WeightFn of `weighting.name` with its default settings: rho1 reads the batch's ref_ce (a cached
-    reference); the critic's value loss joins the step as in stage 2 (no anchor yet)."""
-    weight_fn = build_weight_fn(WeightingConfig(name=name))
-    if name == "critic":
+def make_weight_fn(wcfg: WeightingConfig) -> WeightFn:
+    """The WeightFn of `wcfg` (default settings): rho1 reads the batch's ref_ce (a cached reference); the critic's
+    value loss joins the step as in stage 2 (no anchor yet)."""
+    weight_fn = build_weight_fn(wcfg)
+    if wcfg.name == "critic":
         weight_fn.set_reward_rate(CRITIC_REWARD_RATE)
     return weight_fn
 
@@ -103,7 +109,8 @@ class Variant:
         cfg = model_config(d_model=params["d_model"], n_layers=params["n_layers"], n_heads=params["n_heads"],
                            seq=params["seq"])  # fmt: skip
         self.model = MTPModel.from_config(cfg, vocab_size=params["vocab"], pad_id=0, bos_id=1, eos_id=2).train()
-        self.weight_fn = make_weight_fn(params["weighting"])
+        self.wcfg = WeightingConfig(name=params["weighting"])
+        self.weight_fn = make_weight_fn(self.wcfg)
         self.weight_fn.attach(self.model)  # e.g. the critic's value head (a transformer block)
         self.optimizer = build_optimizer(self.model, OptimConfig(),
                                          extra_groups=self.weight_fn.param_groups(self.model))  # fmt: skip
@@ -127,7 +134,8 @@ class Variant:
         if self.params["mode"] == "naive":
             loss = naive_step(self.model, self.optimizer, self.micro)
         else:
-            loss = trainer_step(self.model, self.optimizer, self.micro, self.weight_fn, step=self.steps_taken)
+            loss = trainer_step(self.model, self.optimizer, self.micro, self.weight_fn, wcfg=self.wcfg,
+                                step=self.steps_taken)
         self.steps_taken += 1
         self.losses.append(loss)
         if self.rss_state_mb is None:
