@@ -194,17 +194,26 @@ def bench_train(
     d_model: Annotated[int, typer.Option(help="Hidden size.")] = 256,
     n_layers: Annotated[int, typer.Option(help="Trunk blocks (incl. head 1).")] = 4,
     n_heads: Annotated[int, typer.Option(help="MTP heads of the multi-token model.")] = 4,
-    batch: Annotated[int, typer.Option(help="Sequences per step.")] = 1,
-    steps: Annotated[int, typer.Option(help="Timed steps per model (after warm-up).")] = 5,
-    weighting: Annotated[str, typer.Option(help="Also time MTP with this weighting (e.g. rho1) vs uniform.")] = "uniform",
+    batch: Annotated[int, typer.Option(min=1, help="Sequences per micro-batch.")] = 1,
+    steps: Annotated[int, typer.Option(min=1, help="Timed optimizer steps per variant in each round.")] = 2,
+    rounds: Annotated[int, typer.Option(min=1, help="Interleaved rounds (every variant times --steps steps in "
+                                        "each, order rotated).")] = 6,
+    grad_accum: Annotated[int, typer.Option(min=1, help="Micro-batches per optimizer step (the trainer's path: "
+                                            "raw weights of all first when > 1).")] = 1,
+    weighting: Annotated[str, typer.Option(help="Also time MTP with this weighting vs uniform: rho1 (cached "
+                                           "reference) or critic (stage 2: value head + value loss).")] = "uniform",
 ) -> None:
-    """Step time and memory: NTP (H=1) vs MTP (ours) vs naive MTP, each in its own process."""
+    """Step time and memory: NTP (H=1) vs MTP (ours) vs naive MTP, each in its own process, timed in interleaved
+    rounds (medians, minima, per-round spread, raw times in the JSON)."""
     from wmtp.bench.train import run_train_bench
 
-    result = run_train_bench(
-        vocab=vocab, seq=seq, d_model=d_model, n_layers=n_layers, n_heads=n_heads, batch=batch, steps=steps,
-        weighting=weighting,
-    )
+    try:
+        result = run_train_bench(
+            vocab=vocab, seq=seq, d_model=d_model, n_layers=n_layers, n_heads=n_heads, batch=batch, steps=steps,
+            rounds=rounds, grad_accum=grad_accum, weighting=weighting,
+        )
+    except ValueError as err:  # a bad option (e.g. an unknown weighting): checked before any worker starts
+        raise typer.BadParameter(str(err)) from None
     print(json.dumps(result))
 
 

@@ -1,26 +1,42 @@
-"""Training-step benchmark: NTP (H=1) vs MTP (ours) vs naive MTP on the same Llama-style trunk.
+"""Training-step benchmark: NTP (H=1) vs MTP (ours) vs naive MTP on the same Llama-style trunk, and optionally
+MTP with another weighting vs uniform MTP.
 
-Variants (each one optimizer step = forward + backward + AdamW step + zero_grad, all tokens are targets):
-    ntp        H=1 through `wmtp.train.step.forward_backward` (the same fused chunked CE as ours, so the
-               ratios measure the extra heads only: a stricter baseline than HF's loss, which holds [B,T,V])
-    mtp        H heads through `forward_backward` with `UniformWeight` (Meta's sequential per-head backward)
+Variants (each one optimizer step over `grad_accum` micro-batches, all tokens targets; `wmtp.bench.train_worker`):
+    ntp        H=1 through the Trainer's path (`trainer_step`: `raw_step_weights` first when grad_accum > 1, then
+               `forward_backward`, the same fused chunked CE as ours, so the ratios measure the extra heads only:
+               a stricter baseline than HF's loss, which holds [B,T,V])
+    mtp        H heads through the same path with `UniformWeight` (Meta's sequential per-head backward)
     naive_mtp  H heads: `model(input_ids)` materialises logits [B,T,H,V] in one graph, F.cross_entropy, one backward
+    mtp_<w>    with `weighting` w ≠ uniform: H heads through the same path with w's WeightFn at its defaults (rho1
+               reads a cached ref_ce; the critic is its stage 2: value head attached, value loss in the backward)
+The step excludes the Trainer's gradient clipping and metrics (the same for every variant).
 
-Each variant runs in its own fresh Python process (`python -m wmtp.bench.train '<json>'`), one after
-another, so that memory peaks never mix. Memory is the process's resident set size in MiB (1024² bytes):
-`peak_mem_mb` is the absolute peak RSS (`ru_maxrss`) over the whole process, so all three include the same
-Python + torch + transformers baseline (`rss_import_mb`, RSS before the model is built) and the same
-allocator behaviour; `rss_state_mb` is the RSS after the first step (parameters + AdamW moments, gradients
-freed by zero_grad). Differences of peaks are therefore what one variant needs beyond another.
-RSS also holds memory glibc's malloc keeps after tensors are freed (fragmentation, raised mmap/trim
-thresholds), which differs between runs; so each process also profiles one extra step after the timed
-ones and reports `tensor_peak_mb`, the peak of live tensor bytes (parameters, buffers, AdamW state +
-the step's allocations), and the memory goal is reported on both (`mem_goal_met`, `tensor_mem_goal_met`).
+Timing protocol (a ratio must mean something on a machine shared with other processes):
+    1. every variant runs in a fresh Python process of its own (memory peaks never mix), started one after
+       another; each builds its model and AdamW and takes 2 warm-up steps, then waits;
+    2. `rounds` rounds: in each, every variant in turn times `steps` optimizer steps (one block), the order
+       rotated by one variant per round (`timing.round_orders`); only one process runs at a time;
+    3. a variant's `step_s` is the median of all its rounds × steps raw times (`step_s_all`, per round in
+       `step_s_rounds`, summarised in `step_s_stats`: min, quartiles, max); `step_cpu_s` the same on process CPU
+       time of all threads (less disturbed by other processes on the same cores);
+    4. each ratio (time_ratio, cpu_time_ratio, naive_time_ratio, weighting_time_ratio, weighting_cpu_time_ratio)
+       is the ratio of medians; `<ratio>_stats` adds the ratio of minima and the per-round ratios with their
+       spread (`timing.ratio_stats`); config.loadavg_1m holds the 1-minute load average before and after the
+       run, config.loadavg_1m_rounds before each round and at the end.
+Defaults (d=256, 4 layers, V=32000, T=1024; 6 rounds × 2 steps) take a few minutes on 2 idle cores.
+
+Memory is the process's resident set size in MiB (1024² bytes): `peak_mem_mb` is the absolute peak RSS
+(`ru_maxrss`) over the process up to its last timed step, so all variants include the same Python + torch +
+transformers baseline (`rss_import_mb`, RSS before the model is built) and the same allocator behaviour;
+`rss_state_mb` is the RSS after the first step (parameters + AdamW moments, gradients freed by zero_grad).
+Differences of peaks are therefore what one variant needs beyond another. RSS also holds memory glibc's malloc
+keeps after tensors are freed (fragmentation, raised mmap/trim thresholds), which differs between runs; so each
+process also profiles one extra step after the timed ones and reports `tensor_peak_mb`, the peak of live tensor
+bytes (parameters, buffers, AdamW state + the step's allocations), and the memory goal is reported on both
+(`mem_goal_met`, `tensor_mem_goal_met`).
 
 Goals (reported, not asserted):
     time_ratio = mtp.step_s / ntp.step_s ≤ flops_ratio (analytic matmul FLOPs, `matmul_flops_per_token`)
-    (wall time; `cpu_time_ratio`, from process CPU time of all threads, is less disturbed by other
-    processes on the same cores, whose load is recorded in config.loadavg_1m)
     extra_mem_mb = mtp.peak − ntp.peak ≤ extra_state_mb + 0.10 · ntp.peak, where extra_state_mb is the fp32
     parameters + gradients + two AdamW moments of the extra heads = 16 bytes × extra parameters.
 """
@@ -29,20 +45,25 @@ from __future__ import annotations
 
 import json
 import os
-import resource
-import statistics
 import subprocess
 import sys
-import time
+import tempfile
 from typing import Any
+
+from wmtp.bench.timing import ratio_stats, round_orders, summarize
 
 MIB = 1024**2
 WARMUP_STEPS = 2
+REPLY = "REPLY "  # the prefix of a worker's answer lines on stdout
 VARIANTS = ("ntp", "mtp", "naive_mtp")
 MEMORY_METHOD = (
     "peak_mem_mb: absolute peak RSS (ru_maxrss) of a fresh process per variant, MiB, including the shared "
     "python/torch/transformers baseline (rss_import_mb); warm-up steps included (same shapes as timed steps). "
     "tensor_peak_mb: peak live tensor bytes during one extra profiled step (no allocator effects)"
+)
+PROTOCOL = (
+    "one process per variant (2 warm-up steps each); `rounds` rounds, each timing `steps` steps of every variant "
+    "in turn, order rotated per round; medians over all timed steps, ratio of medians, per-round ratios as spread"
 )
 
 
@@ -75,7 +96,7 @@ def matmul_flops_per_token(
     return 3.0 * forward
 
 
-# ---- the parent: one subprocess per variant, then ratios -----------------------------------------------
+# ---- the parent: one process per variant, interleaved rounds, then ratios -------------------------------
 
 
 def run_train_bench(
@@ -86,40 +107,43 @@ def run_train_bench(
     n_layers: int = 4,
     n_heads: int = 4,
     batch: int = 1,
-    steps: int = 5,
+    steps: int = 2,
+    rounds: int = 6,
+    grad_accum: int = 1,
     seed: int = 0,
     weighting: str = "uniform",
 ) -> dict[str, Any]:
-    """Step time and memory of NTP (H=1), our MTP (H=n_heads) and naive MTP, each in its own process;
-    with `weighting` ≠ uniform also MTP with that weighting (`mtp_<name>`, rho1 reading a cached ref_ce) and
-    `weighting_time_ratio` = its step time / uniform MTP's.
+    """Step time and memory of NTP (H=1), our MTP (H=n_heads) and naive MTP, each in its own process, timed in
+    `rounds` interleaved rounds of `steps` optimizer steps of `grad_accum` micro-batches of [batch, seq] tokens;
+    with `weighting` ≠ uniform also MTP with that weighting (`mtp_<name>`) and `weighting_time_ratio` = its step
+    time / uniform MTP's (the module docstring has the protocol).
 
-    Returns a JSON-able dict: per-variant results ("ntp", "mtp", "naive_mtp": step_s (median of `steps`
-    timed steps after 2 warm-up steps), peak_mem_mb, param_mb, …), the ratios and the goal booleans
-    (see the module docstring), and "config".
+    Returns a JSON-able dict: per-variant results ("ntp", "mtp", "naive_mtp", "mtp_<name>": step_s (median),
+    step_s_stats, step_s_all, step_s_rounds, their CPU-time twins, peak_mem_mb, param_mb, …), the ratios with
+    their `_stats`, the goal booleans and "config".
     """
+    for name, value in (("batch", batch), ("steps", steps), ("rounds", rounds), ("grad_accum", grad_accum)):
+        if value < 1:
+            raise ValueError(f"{name} must be at least 1, got {value}")
+    from wmtp.registry import weighting_class
+
+    weighting_class(weighting)  # an unknown name fails here, with the registered ones, not in a worker
     threads = _n_cores()
-    common = dict(vocab=vocab, seq=seq, d_model=d_model, n_layers=n_layers, batch=batch, steps=steps,
-                  seed=seed, threads=threads)  # fmt: skip
+    common = dict(vocab=vocab, seq=seq, d_model=d_model, n_layers=n_layers, batch=batch, grad_accum=grad_accum,
+                  seed=seed, threads=threads, warmup_steps=WARMUP_STEPS)  # fmt: skip
     plan = {"ntp": (1, "ours", "uniform"), "mtp": (n_heads, "ours", "uniform"), "naive_mtp": (n_heads, "naive", "uniform")}
     if weighting != "uniform":
         plan[f"mtp_{weighting}"] = (n_heads, "ours", weighting)
-    load_before = _load_1m()  # other processes on these cores make step times meaningless: record the load
-    res = {
-        name: _spawn({**common, "n_heads": h, "mode": mode, "weighting": w}) for name, (h, mode, w) in plan.items()
-    }
-    load_after = _load_1m()
+    params = {name: {**common, "n_heads": h, "mode": mode, "weighting": w} for name, (h, mode, w) in plan.items()}
+    res, loads, orders = _interleaved(params, rounds=rounds, steps=steps)
+
     ntp, mtp, naive = res["ntp"], res["mtp"], res["naive_mtp"]
     weighted = {}
     if weighting != "uniform":
-        other = res[f"mtp_{weighting}"]
-        weighted = {
-            "weighting": weighting,
-            "weighting_time_ratio": other["step_s"] / mtp["step_s"],
-            "weighting_cpu_time_ratio": other["step_cpu_s"] / mtp["step_cpu_s"],
-        }
+        weighted = {"weighting": weighting, **_ratios(res, f"mtp_{weighting}", "mtp", "weighting_time_ratio",
+                                                      cpu_key="weighting_cpu_time_ratio")}  # fmt: skip
 
-    cfg = _model_config(d_model=d_model, n_layers=n_layers, n_heads=n_heads, seq=seq)
+    cfg = model_config(d_model=d_model, n_layers=n_layers, n_heads=n_heads, seq=seq)
     shape = dict(d_model=d_model, d_ff=_d_ff(cfg), n_attn_heads=cfg.n_attn_heads,
                  n_kv_heads=cfg.n_kv_heads or cfg.n_attn_heads, vocab=vocab, seq=seq)  # fmt: skip
     flops_ntp = matmul_flops_per_token(**shape, n_blocks=n_layers, n_unembed=1)
@@ -134,14 +158,13 @@ def run_train_bench(
     tensor = _tensor_comparison(ntp, mtp, naive, extra_state_mb)
     return {
         **res,
-        "time_ratio": time_ratio,
+        **_ratios(res, "mtp", "ntp", "time_ratio", cpu_key="cpu_time_ratio"),
         "flops_ratio": flops_ratio,
         "mem_ratio": mtp["peak_mem_mb"] / ntp["peak_mem_mb"],
         "extra_mem_mb": extra_mem_mb,
         "extra_state_mb": extra_state_mb,
         "mem_budget_mb": mem_budget_mb,
-        "cpu_time_ratio": mtp["step_cpu_s"] / ntp["step_cpu_s"],
-        "naive_time_ratio": naive["step_s"] / ntp["step_s"],
+        **_ratios(res, "naive_mtp", "ntp", "naive_time_ratio"),
         "naive_mem_ratio": naive["peak_mem_mb"] / ntp["peak_mem_mb"],
         "naive_extra_mem_mb": naive["peak_mem_mb"] - ntp["peak_mem_mb"],
         "time_goal_met": time_ratio <= flops_ratio,
@@ -151,18 +174,105 @@ def run_train_bench(
         "config": {
             **common,
             "n_heads": n_heads,
+            "steps": steps,
+            "rounds": rounds,
             **{k: shape[k] for k in ("d_ff", "n_attn_heads", "n_kv_heads")},
             "tie_embeddings": cfg.tie_embeddings,
             "head1_is_trunk_layer": cfg.head1_is_trunk_layer,
-            "warmup_steps": WARMUP_STEPS,
-            "chunk_tokens": _chunk_tokens(),
+            "chunk_tokens": chunk_tokens(),
             "extra_params": extra_params,
             "flops_per_token": {"ntp": flops_ntp, "mtp": flops_mtp},
             "memory": MEMORY_METHOD,
-            "loadavg_1m": [load_before, load_after],
+            "protocol": PROTOCOL,
+            "round_orders": orders,
+            "loadavg_1m": [loads[0], loads[-1]],
+            "loadavg_1m_rounds": loads,
             "torch": ntp["torch"],
         },
     }
+
+
+def _interleaved(
+    params: dict[str, dict[str, Any]], *, rounds: int, steps: int
+) -> tuple[dict[str, dict[str, Any]], list[float | None], list[list[str]]]:
+    """Start one worker per variant (one after another), run the rounds, finish every worker. Returns each variant's
+    result (the worker's final figures + its times), the load averages (before each round, then at the end) and the
+    rounds' orders."""
+    workers: dict[str, _Worker] = {}
+    try:
+        for name, p in params.items():
+            workers[name] = _Worker(name, p)  # waits for its warm-up, so no two warm-ups share the cores
+        orders = round_orders(list(params), rounds)
+        blocks: dict[str, list[dict[str, list[float]]]] = {name: [] for name in params}
+        loads = []
+        for order in orders:
+            loads.append(_load_1m())
+            for name in order:
+                blocks[name].append(workers[name].request(run=steps))
+        loads.append(_load_1m())
+        res = {name: {**workers[name].request(finish=1), **_times(blocks[name])} for name in params}
+    finally:
+        for worker in workers.values():
+            worker.close()
+    return res, loads, orders
+
+
+def _times(blocks: list[dict[str, list[float]]]) -> dict[str, Any]:
+    """A variant's timing entries from its rounds' blocks (wall and CPU times)."""
+    out: dict[str, Any] = {}
+    for key, field in (("step_s", "times"), ("step_cpu_s", "cpu_times")):
+        per_round = [b[field] for b in blocks]
+        flat = [t for r in per_round for t in r]
+        stats = summarize(flat)
+        out.update({key: stats["median"], f"{key}_stats": stats, f"{key}_all": flat, f"{key}_rounds": per_round})
+    return out
+
+
+def _ratios(res: dict[str, dict[str, Any]], num: str, den: str, key: str, *, cpu_key: str | None = None) -> dict:
+    """{key: ratio of median wall step times num / den, key_stats: `ratio_stats`} and the same on CPU time."""
+    out = {}
+    for name, times in ((key, "step_s_rounds"), (cpu_key, "step_cpu_s_rounds")):
+        if name is not None:
+            stats = ratio_stats(res[num][times], res[den][times])
+            out.update({name: stats["ratio"], f"{name}_stats": stats})
+    return out
+
+
+class _Worker:
+    """One variant's process (`python -m wmtp.bench.train_worker`), driven one JSON request at a time."""
+
+    def __init__(self, name: str, params: dict[str, Any]):
+        self.name, self.params = name, params
+        self.stderr = tempfile.TemporaryFile(mode="w+")  # a file, not a pipe: a chatty stderr cannot block it
+        cmd = [sys.executable, "-m", "wmtp.bench.train_worker", json.dumps(params)]
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr,
+                                     text=True)  # fmt: skip
+        self._reply()  # {"ready": true} after the warm-up steps
+
+    def request(self, **request: Any) -> dict[str, Any]:
+        self.proc.stdin.write(json.dumps(request) + "\n")
+        self.proc.stdin.flush()
+        return self._reply()
+
+    def _reply(self) -> dict[str, Any]:
+        for line in self.proc.stdout:
+            if line.startswith(REPLY):
+                return json.loads(line[len(REPLY) :])
+        code = self.proc.wait()
+        self.stderr.seek(0)
+        raise RuntimeError(f"benchmark worker {self.name} ({self.params}) exited with {code}:\n"
+                           f"{self.stderr.read()[-4000:]}")  # fmt: skip
+
+    def close(self) -> None:
+        """Wait for the process to end (it does after `finish`); kill it if it still runs (an error elsewhere)."""
+        if self.proc.poll() is None:
+            self.proc.stdin.close()  # EOF: a waiting worker returns
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.stderr.close()
 
 
 def _tensor_comparison(ntp: dict, mtp: dict, naive: dict, extra_state_mb: float) -> dict[str, Any]:
@@ -179,147 +289,11 @@ def _tensor_comparison(ntp: dict, mtp: dict, naive: dict, extra_state_mb: float)
     }
 
 
-def _spawn(params: dict[str, Any]) -> dict[str, Any]:
-    """Run one variant in a fresh interpreter; its last stdout line is the JSON result."""
-    cmd = [sys.executable, "-m", "wmtp.bench.train", json.dumps(params)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(
-            f"benchmark subprocess failed ({params}), exit {proc.returncode}:\n{proc.stderr[-4000:]}"
-        )
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-# ---- the child: one variant, measured ----------------------------------------------------------------
-
-
-def measure_variant(params: dict[str, Any]) -> dict[str, Any]:
-    """Build model + AdamW, run 2 warm-up and `steps` timed optimizer steps; meant for a fresh process."""
-    import torch
-
-    from wmtp.config import OptimConfig
-    from wmtp.model.mtp import MTPModel
-    from wmtp.train.optim import build_optimizer
-
-    torch.set_num_threads(params["threads"])
-    torch.manual_seed(params["seed"])
-    rss_import_mb = _rss_mb()
-
-    cfg = _model_config(d_model=params["d_model"], n_layers=params["n_layers"], n_heads=params["n_heads"],
-                        seq=params["seq"])  # fmt: skip
-    model = MTPModel.from_config(cfg, vocab_size=params["vocab"], pad_id=0, bos_id=1, eos_id=2).train()
-    weight_fn = _weight_fn(params["weighting"])
-    weight_fn.attach(model)  # e.g. the critic's default value head (a transformer block)
-    optimizer = build_optimizer(model, OptimConfig(), extra_groups=weight_fn.param_groups(model))
-    B, T = params["batch"], params["seq"]
-    ids = torch.randint(0, params["vocab"], (B, T))
-    batch = {"input_ids": ids, "loss_mask": torch.ones(B, T, dtype=torch.bool),
-             "attention_mask": torch.ones(B, T, dtype=torch.bool),
-             "is_correct": (torch.arange(B) % 2).float()}  # fmt: skip
-    if weight_fn.uses_reference:
-        # a cached reference: its CE of each token is just another batch tensor during the step
-        batch["ref_ce"] = torch.rand(B, T) * 4
-    loss_fn = (lambda m, b: _ours_step(m, b, weight_fn)) if params["mode"] == "ours" else _naive_step
-
-    times, cpu_times, losses, rss_state_mb = [], [], [], None
-    for i in range(WARMUP_STEPS + params["steps"]):
-        t0, c0 = time.perf_counter(), time.process_time()
-        losses.append(loss_fn(model, batch))  # forward + backward; returns a float (a sync point)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        dt, dc = time.perf_counter() - t0, time.process_time() - c0
-        if i == 0:
-            rss_state_mb = _rss_mb()  # params + AdamW moments now exist; grads were just freed
-        if i >= WARMUP_STEPS:
-            times.append(dt)
-            cpu_times.append(dc)
-
-    peak_mem_mb = _peak_rss_mb()  # read before the profiled step below can add to it
-    n_params = sum(p.numel() for p in model.parameters())
-    return {
-        "step_s": statistics.median(times),
-        "step_cpu_s": statistics.median(cpu_times),
-        "peak_mem_mb": peak_mem_mb,
-        "tensor_peak_mb": _tensor_peak_mb(model, optimizer, lambda: loss_fn(model, batch)),
-        "param_mb": 4 * n_params / MIB,
-        "n_params": n_params,
-        "rss_import_mb": rss_import_mb,
-        "rss_state_mb": rss_state_mb,
-        "step_s_all": times,
-        "loss_first": losses[0],
-        "loss_last": losses[-1],
-        "n_heads": model.n_heads,
-        "mode": params["mode"],
-        "torch": torch.__version__,
-    }
-
-
-def _tensor_peak_mb(model, optimizer, forward_backward_fn) -> float | None:
-    """Peak bytes of live tensors during one more optimizer step, MiB, allocator-independent: parameters,
-    buffers and AdamW state held at the step's start + the peak running sum of the profiler's allocation
-    events during the step. None if this torch's profiler does not expose its memory events."""
-    import torch
-    from torch.profiler import ProfilerActivity, profile
-
-    held = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes()
-            for t in [*model.parameters(), *model.buffers()]
-            + [v for s in optimizer.state.values() for v in s.values() if torch.is_tensor(v)]}  # fmt: skip
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        forward_backward_fn()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-    try:  # kineto's raw memory events: one signed nbytes per allocation / free
-        events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
-        events.sort(key=lambda e: e.start_ns())
-        deltas = [e.nbytes() for e in events]
-    except AttributeError:
-        return None
-    running = peak = 0
-    for d in deltas:
-        running += d
-        peak = max(peak, running)
-    return (sum(held.values()) + peak) / MIB
-
-
-def _weight_fn(name: str):
-    """The WeightFn of `weighting.name` with its default settings (rho1 reads the batch's ref_ce; the critic's
-    value loss joins the step as in stage 2, without an anchor)."""
-    from wmtp.config import WeightingConfig
-    from wmtp.registry import build_weight_fn
-
-    return build_weight_fn(WeightingConfig(name=name))
-
-
-def _ours_step(model, batch, weight_fn) -> float:
-    """forward_backward: Meta's sequential per-head backward, fused chunked CE."""
-    from wmtp.config import WeightingConfig
-    from wmtp.train.step import batch_targets, forward_backward
-
-    _, valid = batch_targets(batch, model.n_heads)
-    result = forward_backward(model, batch, weight_fn=weight_fn, wcfg=WeightingConfig(),
-                              n_valid_step=int(valid.sum()), chunk_tokens=_chunk_tokens(),
-                              n_tokens_step=int(batch["loss_mask"].sum()))  # fmt: skip
-    return result.loss
-
-
-def _naive_step(model, batch) -> float:
-    """All heads' logits [B,T,H,V] in one graph; mean CE over valid (t,k) = the uniform loss; one backward."""
-    import torch.nn.functional as F
-
-    from wmtp.model.loss import IGNORE_INDEX
-    from wmtp.train.step import batch_targets
-
-    targets, _ = batch_targets(batch, model.n_heads)  # [B,T,H], -100 where invalid
-    logits = model(batch["input_ids"], batch["attention_mask"])  # [B,T,H,V]
-    loss = F.cross_entropy(logits.flatten(0, 2), targets.flatten(), ignore_index=IGNORE_INDEX)
-    loss.backward()
-    return loss.item()
-
-
 # ---- helpers ---------------------------------------------------------------------------------------
 
 
-def _model_config(*, d_model: int, n_layers: int, n_heads: int, seq: int):
+def model_config(*, d_model: int, n_layers: int, n_heads: int, seq: int):
+    """The ModelConfig of the benchmarked model (H = n_heads)."""
     from wmtp.config import ModelConfig
 
     return ModelConfig(n_heads=n_heads, d_model=d_model, n_layers=n_layers, max_seq_len=max(seq, 8))
@@ -329,7 +303,8 @@ def _d_ff(cfg) -> int:
     return cfg.d_ff or 64 * ((4 * cfg.d_model + 63) // 64)  # as MTPModel.from_config
 
 
-def _chunk_tokens() -> int:
+def chunk_tokens() -> int:
+    """The fused CE's chunk size: the training default (train.ce_chunk_tokens)."""
     from wmtp.config import TrainConfig
 
     return TrainConfig().ce_chunk_tokens
@@ -347,28 +322,3 @@ def _load_1m() -> float | None:
         return os.getloadavg()[0]
     except OSError:
         return None
-
-
-def _rss_mb() -> float | None:
-    """Current resident set size (Linux /proc), MiB; None elsewhere."""
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / MIB
-    except OSError:
-        return None
-
-
-def _peak_rss_mb() -> float:
-    """Peak resident set size of this process so far, MiB (ru_maxrss is KiB on Linux, bytes on macOS)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / MIB if sys.platform == "darwin" else peak / 1024
-
-
-def _main(argv: list[str]) -> None:
-    if len(argv) != 1:
-        raise SystemExit("usage: python -m wmtp.bench.train '<json parameters>'")
-    print(json.dumps(measure_variant(json.loads(argv[0]))))
-
-
-if __name__ == "__main__":
-    _main(sys.argv[1:])
