@@ -127,6 +127,7 @@ class Variant:
                  "is_correct": (torch.arange(B) % 2).float()}  # fmt: skip
         if self.weight_fn.uses_reference:  # a cached reference: its CE of each token is one more batch tensor
             batch["ref_ce"] = torch.rand(B, T) * 4
+        batch["record_weight"] = (torch.rand(B, 1) + 0.5).expand(B, T)  # per-record values (group's row weights)
         return batch
 
     def step(self) -> float:
