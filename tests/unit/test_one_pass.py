@@ -245,3 +245,25 @@ def test_controls_copy_the_grad_norm_declaration():
 
     control = ControlWeight(GradNormWeight(local=True), mode="shuffled", seed=0)
     assert control.needs_grad_norm and not control.has_local_weights()
+
+
+def test_bf16_autocast_runs_the_unembedding_in_bf16_with_an_fp32_gradient_buffer():
+    rcfg = Rho1Config(excess="abs", min_ce_diff=0.5)
+    batch = collate(make_records(3, seed=17), pad_id=0)
+    model = tiny_model(3, seed=8, vocab=VOCAB)
+    n_valid = int(batch_targets(batch, 3)[1].sum())
+    results = []
+    for fn in (OnePassRho1(rcfg), TwoPassRho1(rcfg), OnePassRho1(rcfg)):
+        amp = torch.autocast("cpu", dtype=torch.bfloat16) if len(results) < 2 else None
+        out = forward_backward(model, batch, weight_fn=fn, wcfg=WeightingConfig(), n_valid_step=n_valid,
+                               chunk_tokens=8, autocast=amp)  # fmt: skip
+        results.append((out, _grads(model)))
+    (one, g_one), (two, g_two), (fp32, g_fp32) = results
+    assert model.unembed.dtype == torch.float32 and g_one["trunk.model.embed_tokens.weight"].dtype == torch.float32
+    assert one.loss == pytest.approx(two.loss, rel=1e-3)  # the same bf16 matmuls on both paths
+    assert one.loss != fp32.loss  # bf16 is in use: the loss differs from fp32 ...
+    assert one.loss == pytest.approx(fp32.loss, rel=2e-2)  # ... within bf16 precision
+    for name in g_fp32:
+        torch.testing.assert_close(g_one[name], g_two[name], atol=2e-3, rtol=5e-2, msg=name)
+    kernel = Unembedding(model.unembed, 4, dtype=torch.bfloat16, grad=torch.zeros(model.unembed.shape))
+    assert kernel.low_buf.dtype == kernel.grad_w_buf.dtype == torch.bfloat16 and kernel.grad.dtype == torch.float32

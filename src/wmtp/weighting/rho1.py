@@ -28,6 +28,9 @@ pattern the `shuffled` control would then scramble too. An entry dropped by min_
 to the other heads of its position.
 
 The trainer then normalises (DESIGN §6). The batch is the micro-batch the WeightFn sees.
+
+softmax_heads is local to a position: `local_weights` gives the weights of a chunk of positions inside the step's
+one pass (wmtp.train.step); softmax_batch and topk need the whole batch first and take two passes.
 """
 
 from __future__ import annotations
