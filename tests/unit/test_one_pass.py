@@ -267,3 +267,14 @@ def test_bf16_autocast_runs_the_unembedding_in_bf16_with_an_fp32_gradient_buffer
         torch.testing.assert_close(g_one[name], g_two[name], atol=2e-3, rtol=5e-2, msg=name)
     kernel = Unembedding(model.unembed, 4, dtype=torch.bfloat16, grad=torch.zeros(model.unembed.shape))
     assert kernel.low_buf.dtype == kernel.grad_w_buf.dtype == torch.bfloat16 and kernel.grad.dtype == torch.float32
+
+
+def test_a_negative_local_weight_is_an_error():
+    class Negative(GradNormWeight):
+        def local_weights(self, ce, valid, extras, outputs):
+            return ce - 100.0  # ce ≈ log 97 ≈ 4.6: every weight < 0
+
+    batch = collate(make_records(2, seed=19), pad_id=0)
+    model = tiny_model(3, seed=6, vocab=VOCAB)
+    with pytest.raises(ValueError, match=">= 0"):
+        _step(model, batch, Negative(local=True), WeightingConfig(), 6)
