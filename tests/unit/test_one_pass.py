@@ -8,8 +8,8 @@ import random
 import pytest
 import torch
 import torch.nn.functional as F
-
 from oracles import tiny_model
+
 from wmtp.config import WeightingConfig
 from wmtp.data.collate import EncodedRecord, collate, pack_records
 from wmtp.model.loss import Unembedding, ce_and_grad_norm, chunked_weighted_ce

@@ -1,8 +1,8 @@
 """build_optimizer: fused AdamW where torch has the kernel, equal to the unfused loop within float tolerance."""
 
 import torch
-
 from oracles import tiny_model
+
 from wmtp.config import OptimConfig
 from wmtp.train.optim import build_optimizer
 

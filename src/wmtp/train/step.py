@@ -31,7 +31,14 @@ import torch
 from torch import Tensor
 
 from wmtp.config import WeightingConfig
-from wmtp.model.loss import Unembedding, ce_and_grad_norm, chunked_weighted_ce, linear_ce, matmul_dtype, mtp_targets
+from wmtp.model.loss import (
+    Unembedding,
+    ce_and_grad_norm,
+    chunked_weighted_ce,
+    linear_ce,
+    matmul_dtype,
+    mtp_targets,
+)
 from wmtp.model.mtp import MTPModel, TrunkContext
 from wmtp.weighting.base import WeightFn, normalize_weights
 
@@ -142,8 +149,8 @@ def forward_backward(
     unembed = model.unembed
     # One [V,D] buffer collects every head's unembedding gradient: autograd would hold a fresh one per head.
     unembed_grad = torch.zeros(unembed.shape, dtype=torch.float32, device=unembed.device) if unembed.requires_grad else None
-    args = dict(weight_fn=weight_fn, wcfg=wcfg, n_valid_step=n_valid_step, chunk_tokens=chunk_tokens, amp=amp,
-                unembed_grad=unembed_grad)  # fmt: skip
+    args = {"weight_fn": weight_fn, "wcfg": wcfg, "n_valid_step": n_valid_step, "chunk_tokens": chunk_tokens,
+            "amp": amp, "unembed_grad": unembed_grad}  # fmt: skip
     if raw_weights is None and one_pass(weight_fn, wcfg):
         loss, ce, weights, any_head, weight_total, negative = _one_pass(model, batch, z_detached, ctx, targets, valid,
                                                                         defer_mean=defer_mean, **args)  # fmt: skip
@@ -287,7 +294,7 @@ def _two_passes(
                                           dtype=matmul_dtype(h), grad=unembed_grad)  # fmt: skip
         c = coef[..., k - 1].flatten()[rows]
         ce_k, _, grad_h = chunked_weighted_ce(h.detach(), targets[..., k - 1].flatten()[rows],
-                                              lambda s, x, _v, _n: c[s : s + len(x)], unembedding,
+                                              lambda s, x, _v, _n, c=c: c[s : s + len(x)], unembedding,
                                               chunk_rows=chunk_tokens)  # fmt: skip
         h.backward(grad_h)  # frees head k's graph now; ∂L/∂z' accumulates in z.grad
         ce.view(-1, H)[rows, k - 1] = ce_k
