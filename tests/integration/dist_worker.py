@@ -3,7 +3,8 @@
     torchrun … dist_worker.py OUT SCENARIO[,SCENARIO…]
 Scenarios: `uniform` (6 steps, checkpoints at 3 and 6), `resume` (the same run killed during step 5, resumed
 from step 3 in new trainers), `weighted` (weights = a power of the detached CE: `mean` normalisation needs the global
-batch's weight total), `warmup` (uniform with the trunk frozen for the first step). Rank 0 writes the full
+batch's weight total), `local` (the same weights through the one-pass path: local weights, the `mean` factor over
+ranks scales the gradients after the backward), `warmup` (uniform with the trunk frozen for the first step). Rank 0 writes the full
 parameters after training to OUT/<scenario>.pt.
 """
 
@@ -36,6 +37,19 @@ class SharpCEWeight(UniformWeight):
         return ce.pow(8) * valid
 
 
+class LocalSharpCEWeight(SharpCEWeight):
+    """SharpCEWeight's weights declared local (entry by entry): the step's one pass."""
+
+    def has_local_weights(self) -> bool:
+        return True
+
+    def local_weights(self, ce, valid, extras, outputs):
+        return ce.pow(8) * valid
+
+
+SCENARIO_WEIGHTS = {"weighted": SharpCEWeight, "local": LocalSharpCEWeight}
+
+
 def full_params(trainer) -> dict[str, torch.Tensor]:
     """Unsharded parameters (every rank takes part; rank 0 receives them)."""
     return get_model_state_dict(trainer.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
@@ -52,7 +66,8 @@ def run(out: Path, scenario: str) -> None:
         trainer = make_trainer(cfg)
         assert trainer.resume() and trainer.step == 3
     else:
-        trainer = make_trainer(cfg, weight_fn=SharpCEWeight() if scenario == "weighted" else None)
+        weight_fn = SCENARIO_WEIGHTS.get(scenario)
+        trainer = make_trainer(cfg, weight_fn=weight_fn() if weight_fn else None)
     trainer.train()
     params = full_params(trainer)
     if trainer.dist.is_main:

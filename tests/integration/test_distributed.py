@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dist_worker import PARITY, WARMUP, SharpCEWeight
+from dist_worker import PARITY, WARMUP, LocalSharpCEWeight, SharpCEWeight
 from test_trainer import make_cfg, make_trainer
 
 from wmtp.model.checkpoints import load_model_dir
@@ -134,6 +134,20 @@ def test_two_ranks_equal_one_process(two_ranks, one_rank, tmp_path):
                     torch.load(two_ranks / "weighted.pt"), weighted.model.state_dict())
     w_std = [r["w_std"] for r in train_rows(tmp_path / "weighted")]
     assert min(w_std) > 0.1  # the weights really are non-uniform
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_one_pass_on_two_ranks_equals_one_process_and_two_passes(tmp_path):
+    """Local weights (the step's one pass; `mean`'s factor over both ranks scales the gradients after the backward):
+    2 ranks = 1 process = the two-pass run of the same weights."""
+    torchrun_two_nodes(tmp_path, "local")
+    local = single(tmp_path / "one", LocalSharpCEWeight())
+    assert_same_run(train_rows(tmp_path / "local"), train_rows(tmp_path / "one"), torch.load(tmp_path / "local.pt"),
+                    local.model.state_dict())
+    weighted = single(tmp_path / "two", SharpCEWeight())
+    assert_same_run(train_rows(tmp_path / "one"), train_rows(tmp_path / "two"), local.model.state_dict(),
+                    weighted.model.state_dict())
 
 
 @pytest.mark.slow

@@ -9,7 +9,7 @@ Loss = Σ_valid w·ce·λ_k / Σ_valid 1 (DESIGN §6); w comes detached from a W
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -74,6 +74,132 @@ def linear_ce(hidden: Tensor, unembed: Tensor, targets: Tensor, *, chunk_tokens:
     return ce.float()
 
 
+class Unembedding:
+    """The shared unembedding applied to one chunk of rows at a time, with buffers reused across chunks.
+
+    logits(h) = h @ Wᵀ into one fp32 [rows,V] buffer (matmul with `out=`: no fresh [n,V] per chunk);
+    backward(g, h) = g @ W (∂hidden) and adds gᵀ @ h (∂W) into `grad` (Float32[V,D]).
+    The matmuls run in `dtype`: the autocast dtype when autocast is on (bf16 ∂W included, accumulated into the
+    fp32 `grad` — an in-place addmm_ would skip autocast and run in fp32), else the hidden dtype.
+    """
+
+    def __init__(self, unembed: Tensor, rows: int, *, dtype: torch.dtype, grad: Tensor | None):
+        self.dtype, self.grad = dtype, grad
+        self.w = unembed.detach().to(dtype)  # [V,D], cast once per call, not per chunk
+        V, D = unembed.shape
+        self.logits_buf = torch.empty(rows, V, dtype=torch.float32, device=unembed.device)
+        low = dtype != torch.float32
+        self.low_buf = torch.empty(rows, V, dtype=dtype, device=unembed.device) if low else None
+        self.grad_w_buf = torch.empty(V, D, dtype=dtype, device=unembed.device) if low and grad is not None else None
+
+    def logits(self, h: Tensor) -> Tensor:
+        """Float32[n,V] (a view of the reused buffer, valid until the next call) for h: [n,D]."""
+        n, h = h.shape[0], h.to(self.dtype)
+        if self.low_buf is None:
+            return torch.mm(h, self.w.T, out=self.logits_buf[:n])
+        return self.logits_buf[:n].copy_(torch.mm(h, self.w.T, out=self.low_buf[:n]))
+
+    def backward(self, grad_logits: Tensor, h: Tensor) -> Tensor:
+        """∂hidden [n,D] (in h's dtype) of a chunk whose ∂logits is grad_logits: Float32[n,V]; ∂W joins `grad`."""
+        n, hc = h.shape[0], h.to(self.dtype)
+        g = grad_logits if self.low_buf is None else self.low_buf[:n].copy_(grad_logits)
+        if self.grad is not None:
+            if self.grad_w_buf is None:
+                self.grad.addmm_(g.T, hc)
+            else:
+                self.grad.add_(torch.mm(g.T, hc, out=self.grad_w_buf))
+        return torch.mm(g, self.w).to(h.dtype)
+
+
+def matmul_dtype(hidden: Tensor) -> torch.dtype:
+    """The dtype the unembedding matmuls run in: autocast's when it is on for hidden's device, else hidden's."""
+    device = hidden.device.type
+    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else hidden.dtype
+
+
+def exp_shifted_(logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+    """In place: logits Float32[n,V] → e = exp(logits − max) (torch.logsumexp would allocate [n,V] copies).
+    targets: Long[n] (each a real class). Returns (ce Float[n] = logsumexp − logit_y, Σ_v e Float[n,1])."""
+    target_logit = logits.gather(1, targets[:, None]).squeeze(1)
+    top = logits.amax(dim=-1, keepdim=True)
+    e = logits.sub_(top).exp_()
+    total = e.sum(dim=-1, keepdim=True)
+    return (top + total.log()).squeeze(1) - target_logit, total
+
+
+def grad_norm_from_exp(e: Tensor, total: Tensor, targets: Tensor) -> Tensor:
+    """‖softmax − onehot(y)‖₂ = ‖∂ce/∂logits‖₂ per row, Float[n], from e = exp(logits − max) [n,V] and Σ_v e [n,1]:
+    Σ_{v≠y} p_v² + (1 − p_y)² = ‖p‖² − p_y² + (1 − p_y)² (= Σ p² − 2p_y + 1), with 1 − p_y = (Σe − e_y)/Σe."""
+    total = total.squeeze(1)
+    e_y = e.gather(1, targets[:, None]).squeeze(1)
+    p_y, rest = e_y / total, (total - e_y) / total
+    norm_sq = (torch.linalg.vector_norm(e, dim=-1) / total) ** 2  # a reduction: no [n,V] temporary
+    return (norm_sq - p_y**2 + rest**2).clamp(min=0).sqrt()
+
+
+def logit_grad_(e: Tensor, total: Tensor, targets: Tensor, coef: Tensor) -> Tensor:
+    """In place: e = exp(logits − max) [n,V] → coef·(softmax − onehot(y)) = ∂(Σ_i coef_i·ce_i)/∂logits.
+    total: Σ_v e [n,1]; coef: Float[n]. The softmax division and the scale are one op."""
+    grad = e.mul_(coef[:, None].float() / total)
+    grad[torch.arange(len(targets), device=targets.device), targets] -= coef.float()
+    return grad
+
+
+Weigh = Callable[[int, Tensor, Tensor, "Tensor | None"], Tensor]
+"""weigh(start, ce Float[n], has_target Bool[n], grad_norm Float[n] | None) → coef Float[n] of rows start..start+n."""
+
+
+def chunked_weighted_ce(
+    hidden: Tensor,
+    targets: Tensor,
+    weigh: Weigh,
+    unembedding: Unembedding,
+    *,
+    chunk_rows: int,
+    grad_norm: bool = False,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-row CE of hidden @ Wᵀ, coefficients from that CE, and ∂(Σ_i c_i·ce_i)/∂hidden, one chunk of rows at a time.
+
+    hidden: [N,D] (no graph needed), targets: Long[N] (−100: no target → ce 0, c 0). For each chunk of `chunk_rows`
+    rows the logits are computed once into the reused buffer, then ce, c = weigh(start, ce, has_target, ‖∂ce/∂logits‖
+    when `grad_norm`) and the gradient c·(softmax − onehot): ∂hidden is returned, ∂W added into unembedding.grad.
+    Returns (ce Float[N], c Float[N], grad_hidden [N,D]); no [N,V] tensor survives a chunk.
+    """
+    grad_hidden = torch.empty_like(hidden)
+    ce = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
+    coef = torch.empty_like(ce)
+    with torch.autocast(hidden.device.type, enabled=False):  # dtypes are explicit in Unembedding
+        for s in range(0, hidden.shape[0], chunk_rows):
+            h, y = hidden[s : s + chunk_rows], targets[s : s + chunk_rows]
+            has_target = y >= 0
+            y = y.clamp(min=0)  # a row without target computes class 0 and is zeroed below: no host-side selection
+            e = unembedding.logits(h)  # [n,V]: the reused chunk buffer; everything below is in place
+            ce_c, total = exp_shifted_(e, y)
+            ce_c = torch.where(has_target, ce_c, 0.0)
+            norm = torch.where(has_target, grad_norm_from_exp(e, total, y), 0.0) if grad_norm else None
+            c = torch.where(has_target, weigh(s, ce_c, has_target, norm).float(), 0.0)
+            grad_hidden[s : s + chunk_rows] = unembedding.backward(logit_grad_(e, total, y, c), h)
+            ce[s : s + chunk_rows], coef[s : s + chunk_rows] = ce_c, c
+    return ce, coef, grad_hidden
+
+
+@torch.no_grad()
+def ce_and_grad_norm(hidden: Tensor, unembed: Tensor, targets: Tensor, *, chunk_tokens: int) -> tuple[Tensor, Tensor]:
+    """No-grad per-token (ce, ‖∂ce/∂logits‖₂ = sqrt(Σ_v p_v² − 2·p_y + 1)), both Float[N], chunk by chunk (never an
+    [N,V] tensor). hidden: [N,D], unembed: [V,D], targets: Long[N] (every row a valid target)."""
+    rows = max(min(chunk_tokens, hidden.shape[0]), 1)
+    unembedding = Unembedding(unembed, rows, dtype=matmul_dtype(hidden), grad=None)
+    ce = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
+    norm = torch.empty_like(ce)
+    with torch.autocast(hidden.device.type, enabled=False):
+        for s in range(0, hidden.shape[0], chunk_tokens):
+            y = targets[s : s + chunk_tokens]
+            e = unembedding.logits(hidden[s : s + chunk_tokens])
+            ce[s : s + chunk_tokens], total = exp_shifted_(e, y)
+            norm[s : s + chunk_tokens] = grad_norm_from_exp(e, total, y)
+    return ce, norm
+
+
 class _WeightedLinearCE(torch.autograd.Function):
     """Σ_i c_i · CE(hidden_i @ Wᵀ, y_i) with its gradient computed chunk by chunk during the forward.
 
@@ -84,24 +210,13 @@ class _WeightedLinearCE(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, hidden, unembed, targets, coef, chunk_tokens, unembed_grad):
-        w = unembed.to(hidden.dtype)
-        grad_hidden = torch.empty_like(hidden)
         external = unembed_grad is not None
         grad_unembed = unembed_grad if external else torch.zeros(unembed.shape, dtype=torch.float32, device=unembed.device)
-        ce = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
-        for s in range(0, hidden.shape[0], chunk_tokens):
-            h, y, c = hidden[s : s + chunk_tokens], targets[s : s + chunk_tokens], coef[s : s + chunk_tokens]
-            logits = (h @ w.T).float()  # [n,V]: the only chunk-sized buffer; everything below is in place
-            target_logit = logits.gather(1, y[:, None]).squeeze(1)
-            top = logits.amax(dim=-1, keepdim=True)
-            probs = logits.sub_(top).exp_()  # exp(logits − max); torch.logsumexp would allocate [n,V] copies
-            total = probs.sum(dim=-1, keepdim=True)
-            ce[s : s + chunk_tokens] = (top + total.log()).squeeze(1) - target_logit
-            grad_logits = probs.div_(total)  # softmax
-            grad_logits[torch.arange(len(y), device=y.device), y] -= 1.0
-            grad_logits.mul_(c[:, None].float())
-            grad_hidden[s : s + chunk_tokens] = (grad_logits.to(hidden.dtype) @ w).to(hidden.dtype)
-            grad_unembed.addmm_(grad_logits.T, h.float())
+        rows = max(min(chunk_tokens, hidden.shape[0]), 1)
+        unembedding = Unembedding(unembed, rows, dtype=matmul_dtype(hidden), grad=grad_unembed)
+        ce, _, grad_hidden = chunked_weighted_ce(
+            hidden, targets, lambda s, ce, _v, _n: coef[s : s + len(ce)], unembedding, chunk_rows=chunk_tokens
+        )
         ctx.external = external
         ctx.save_for_backward(grad_hidden, None if external else grad_unembed.to(unembed.dtype))
         return (ce * coef.float()).sum(), ce

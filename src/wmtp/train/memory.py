@@ -10,13 +10,15 @@ Activations of one micro-batch of N = (batch_size/W)·max_len tokens, a bytes pe
                                           output, residuals (≈15·D), the SwiGLU MLP (4·F)
     trunk  = n_shared·block (n_shared·N·D·a with activation checkpointing: block inputs only; the recomputed
              block is the head term's while heads run and the trunk-end term's afterwards)
-    head   = block + 2·N·D·4              one head at a time (sequential heads) and ∂L/∂z'
+    head   = block + 2·N·D·4              one head at a time (sequential heads) and ∂L/∂z'; in the one pass
+                                          (local weights, wmtp.train.step) H·block + 2·N·D·4 + 2·N·H·D·4: every
+                                          head block's activations at once, their selected rows and gradients
     CE     = 3·chunk·V·4 + V·D·4          one chunk of logits and its softmax/gradient, the shared unembedding
                                           gradient buffer
 The step's peak is the largest of three moments (weights and optimizer state are always there):
     heads     trunk + head + CE + head-block gradients       (sequential head backward)
     trunk end all gradients + one block of activations       (end of the trunk backward)
-    optimizer all gradients + one fp32 temporary per trained parameter (foreach AdamW update)
+    optimizer all gradients (fused AdamW, wmtp.train.optim: no per-parameter temporary)
 """
 
 from __future__ import annotations
@@ -100,15 +102,24 @@ def estimate_memory(model: MTPModel, cfg: RunConfig, *, world_size: int = 1) -> 
     block = N * a * (15 * D + 4 * F + 2 * d_kv)
     n_shared = len(model.shared_blocks())
     trunk = n_shared * N * D * a if tc.activation_checkpointing else n_shared * block
-    head = block + 2 * N * D * 4
+    held = _heads_held(cfg, model.n_heads)
+    head = held * block + 2 * N * D * 4 + (2 * N * held * D * 4 if held > 1 else 0)
     ce = 3 * min(tc.ce_chunk_tokens, N) * V * 4 + V * D * 4
     activations = trunk + head + ce
 
     heads_phase = activations + 4 * shard(P_head_blocks)
     trunk_end = grads + block + V * D * 4
-    optimizer_step = 2 * grads
+    optimizer_step = grads
     peak = params + optimizer + fsdp + max(heads_phase, trunk_end, optimizer_step)
     return MemoryEstimate(params, grads, optimizer, activations, fsdp, peak, W)
+
+
+def _heads_held(cfg: RunConfig, n_heads: int) -> int:
+    """Head blocks whose activations the step holds at once: all of them in the one pass, else one."""
+    from wmtp.registry import build_weight_fn
+    from wmtp.train.step import one_pass
+
+    return n_heads if one_pass(build_weight_fn(cfg.weighting, seed=cfg.seed), cfg.weighting) else 1
 
 
 def device_memory_bytes(device: torch.device) -> int:

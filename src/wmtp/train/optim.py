@@ -14,9 +14,9 @@ from wmtp.config import OptimConfig
 def build_optimizer(
     model: nn.Module, cfg: OptimConfig, *, extra_groups: list[dict[str, Any]] | None = None
 ) -> torch.optim.AdamW:
-    """AdamW; weight decay applies to parameters with ≥ 2 dims (not norms or biases). `extra_groups` (a weighting's
-    modules, e.g. a value head: WeightFn.param_groups) come last with their own settings, and their
-    parameters leave the two default groups."""
+    """AdamW (fused where torch has the kernel: `fusable`); weight decay applies to parameters with ≥ 2 dims (not norms
+    or biases). `extra_groups` (a weighting's modules, e.g. a value head: WeightFn.param_groups) come last with their
+    own settings, and their parameters leave the two default groups."""
     extra_groups = extra_groups or []
     extra_ids = {id(p) for g in extra_groups for p in g["params"]}
     params = [p for p in model.parameters() if p.requires_grad and id(p) not in extra_ids]
@@ -25,7 +25,14 @@ def build_optimizer(
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
         *extra_groups,
     ]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, fused=fusable(model))
+
+
+def fusable(model: nn.Module) -> bool:
+    """Whether torch's fused AdamW kernel can step every parameter (one kernel for all tensors instead of a loop of
+    elementwise ops: ≈5× faster on CPU): floating point, on a device it supports (CPU, CUDA, MPS, XPU)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    return bool(params) and all(p.is_floating_point() and p.device.type in ("cpu", "cuda", "mps", "xpu") for p in params)
 
 
 def lr_at(step: int, *, cfg: OptimConfig, max_steps: int) -> float:

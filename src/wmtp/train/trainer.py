@@ -20,7 +20,8 @@ from wmtp.train.distributed import Distributed, apply_activation_checkpointing, 
 from wmtp.train.optim import build_optimizer, lr_at
 from wmtp.train.run_dir import MetricsLog
 from wmtp.train.state import latest_checkpoint
-from wmtp.train.step import batch_targets, check_head1_alignment, forward_backward, heads_ce, raw_step_weights
+from wmtp.train.step import (batch_targets, check_head1_alignment, forward_backward, heads_ce, heads_ce_stats, one_pass,
+                             raw_step_weights)
 from wmtp.train.warmup import freeze_trunk, thaw
 from wmtp.weighting.base import WeightFn, normalize_weights, weight_histogram, weight_stats
 from wmtp.weighting.localisation import EosShare, LocalisationAccumulator, defined
@@ -222,10 +223,13 @@ class Trainer:
         n_valid, n_tokens = (int(n) for n in self.dist.sum(sum(self._n_valid(b) for b in micro),
                                                             sum(int(b["loss_mask"].sum()) for b in micro)))
 
-        # 2) with several micro-batches (or ranks), every raw weight first: `mean` normalisation spans the step
+        # 2) with several micro-batches (or ranks), `mean` normalisation spans the step: in two passes every raw
+        #    weight first; in one pass (local weights) the factor n_valid/Σw scales every .grad after the backward
         raws: list[torch.Tensor | None] = [None] * len(micro)
         weight_total = None
-        if len(micro) > 1 or self.dist.sharded:
+        several, single_pass = len(micro) > 1 or self.dist.sharded, one_pass(self.weight_fn, self.cfg.weighting)
+        defer_mean = several and single_pass and self.cfg.weighting.normalize == "mean"
+        if several and not single_pass:
             raws = [
                 raw_step_weights(
                     self.model, b, weight_fn=self.weight_fn, chunk_tokens=tc.ce_chunk_tokens, autocast=self.autocast()
@@ -237,7 +241,7 @@ class Trainer:
             )[0]
 
         # 3) forward/backward per micro-batch (sequential heads inside)
-        loss, ce_sum, count, step_tokens = 0.0, torch.zeros(H), torch.zeros(H), 0
+        loss, ce_sum, count, step_tokens, raw_total = 0.0, torch.zeros(H), torch.zeros(H), 0, 0.0
         aux: dict[str, float] = {}
         weights, valids = [], []
         eos = EosShare()
@@ -253,8 +257,10 @@ class Trainer:
                 raw_weights=raw,
                 weight_total_step=weight_total,
                 n_tokens_step=n_tokens,
+                defer_mean=defer_mean,
             )
             loss += out.loss
+            raw_total += out.weight_total or 0.0
             for name, value in out.aux.items():
                 aux[name] = aux.get(name, 0.0) + value
             ce_sum += out.ce.sum(dim=(0, 1)).cpu()
@@ -266,8 +272,12 @@ class Trainer:
 
         # replicated gradients and the step's metrics over the global batch (one process: unchanged)
         self.dist.sync_grads(self.model)
-        loss, step_tokens, *aux_totals = self.dist.sum(loss, step_tokens, *aux.values())
+        loss, step_tokens, raw_total, *aux_totals = self.dist.sum(loss, step_tokens, raw_total, *aux.values())
         aux = dict(zip(aux, aux_totals))
+        if defer_mean:  # the one pass's `mean` factor over the whole step (the gradient is linear in it)
+            factor = n_valid / raw_total if raw_total > 0 else 1.0
+            torch._foreach_mul_([p.grad for p in self.model.parameters() if p.grad is not None], factor)
+            loss, weights = loss * factor, [w * factor for w in weights]  # eos shares are ratios: unchanged
         ce_sum, count = self.dist.sum_tensor(ce_sum), self.dist.sum_tensor(count)
         eos = EosShare(*self.dist.sum(*eos.totals()))
         self.tokens_seen += int(step_tokens)
@@ -376,12 +386,18 @@ class Trainer:
                     if localise and needs_ce:  # the weights read the CE of the incorrect records too
                         ce = ce + heads_ce(self.model, z, ctx, targets, valid & ~on_correct,
                                            chunk_tokens=self.cfg.train.ce_chunk_tokens)
+                    if localise and self.weight_fn.needs_grad_norm:
+                        logit_norm = heads_ce_stats(self.model, z, ctx, targets, valid, grad_norm=True,
+                                                   chunk_tokens=self.cfg.train.ce_chunk_tokens)[1]
             reads_outputs = acc is not None or (localise and needs_values)
             outputs = self.weight_fn.forward(self.model, z, ctx) if reads_outputs else {}
             if acc is not None:
                 self.weight_fn.eval_batch(acc, batch, outputs)
             if localise:
-                self._add_localisation(loc, batch, valid, ce if needs_ce else None, outputs)
+                seen = {k: v.detach() for k, v in outputs.items()} if needs_values else {}
+                if self.weight_fn.needs_grad_norm:
+                    seen["logit_grad_norm"] = logit_norm
+                self._add_localisation(loc, batch, valid, ce if needs_ce else None, seen)
         self.model.train(was_training)
         row: dict[str, Any] = {}
         if lm:
@@ -399,11 +415,10 @@ class Trainer:
         self, loc: LocalisationAccumulator, batch: dict[str, Any], valid: torch.Tensor, ce: torch.Tensor | None,
         outputs: dict[str, torch.Tensor],
     ) -> None:
-        """Add a validation batch's weights to `loc`: the weighting's validation_weights, normalised and clipped
-        over the batch's valid entries as train_step does (one micro-batch)."""
+        """Add a validation batch's weights to `loc`: the weighting's validation_weights (outputs: what `weights`
+        reads, detached), normalised and clipped over the batch's valid entries as train_step does (one micro-batch)."""
         wcfg = self.cfg.weighting
-        seen = {k: v.detach() for k, v in outputs.items()} if self.weight_fn.needs_values else {}
-        raw = self.weight_fn.validation_weights(batch, valid, ce, seen)
+        raw = self.weight_fn.validation_weights(batch, valid, ce, outputs)
         w = normalize_weights(raw, valid, mode=wcfg.normalize, clip_min=wcfg.clip_min, clip_max=wcfg.clip_max)
         loc.add(w, valid, batch["decisive"], batch["has_spans"], batch["is_correct"])
 

@@ -6,6 +6,9 @@ below for every weighting and name none; each hook is a no-op unless overridden,
 
     class Config                        weighting.<name>.<field> (extra keys rejected)
     needs_ce / needs_values             weights() reads the detached CE / the outputs of forward()
+    needs_grad_norm                     weights() reads outputs["logit_grad_norm"]: ‖∂ce/∂logits_k‖₂ per (t,k)
+    has_local_weights() + local_extras  the weight at (t,k) depends only on position t's heads: the step computes
+      + local_weights                   the CE, the weights and the gradient in one pass over chunks of positions
     train_on                            "all": learns from incorrect records too (data.train_on=all is required,
                                         and sweeps set it); None: the user's data.train_on
     supports_packing                    False: needs one record per row (data.pack=true is refused)
@@ -18,8 +21,10 @@ below for every weighting and name none; each hook is a no-op unless overridden,
 Run order: from_config → attach(model) (extra modules; param_groups adds their optimizer groups) → prepare(run)
 (references, caches, statistics of the training data) → bind(trainer) → pre_train (a stage before the main loop) → per
 optimizer step begin_step(step), then per micro-batch forward(model, z, ctx) → weights(batch, valid, ce, outputs)
-→ aux_loss(batch, outputs) → stats(). Validation: eval_start / eval_batch / eval_result, and validation_weights
-(weights without state changes). Resume: state_dict.
+→ aux_loss(batch, outputs) → stats(); with local weights (has_local_weights(): the step's one pass), local_extras(batch,
+valid) per micro-batch and local_weights(ce, valid, extras, outputs) per chunk of positions replace `weights`.
+Validation: eval_start / eval_batch / eval_result, and validation_weights (weights without state changes). Resume:
+state_dict.
 The trainer normalises, clips and detaches the raw weights; invalid entries are 0.
 """
 
@@ -66,6 +71,7 @@ class WeightFn(ABC):
     name: ClassVar[str] = ""  # set by register_weighting
     needs_ce: ClassVar[bool] = False
     needs_values: ClassVar[bool] = False
+    needs_grad_norm: ClassVar[bool] = False
     train_on: ClassVar[str | None] = None
     supports_packing: ClassVar[bool] = True
     uses_reference: ClassVar[bool] = False
@@ -135,7 +141,33 @@ class WeightFn(ABC):
         self, batch: dict[str, Any], valid: Tensor, ce: Tensor | None, outputs: dict[str, Tensor]
     ) -> Tensor:
         """Raw weights Float[B,T,H] (≥ 0; values at invalid entries are ignored). batch: collated (DESIGN §3);
-        valid: Bool[B,T,H]; ce: detached Float[B,T,H] when needs_ce, else None; outputs: forward's, detached."""
+        valid: Bool[B,T,H]; ce: detached Float[B,T,H] when needs_ce, else None; outputs: forward's, detached, and
+        with needs_grad_norm "logit_grad_norm": Float[B,T,H] = ‖softmax(logits_k) − onehot(target)‖₂ (0 where
+        invalid), computed in the no-grad CE pass."""
+
+    def has_local_weights(self) -> bool:
+        """Whether the weights are *local*: w[t,k] is a function of position t's ce[t,·], valid[t,·], the extras at t
+        (`local_extras`) and, with needs_grad_norm, logit_grad_norm[t,·] — nothing else of the batch or the step.
+        Then the step runs one pass (wmtp.train.step.one_pass): every head's logits once per chunk of positions,
+        the CE, `local_weights` and the weighted gradient, with no no-grad head pass before it and, under gradient
+        accumulation or several ranks, no no-grad trunk pass; `mean` normalisation (one scalar n_valid/Σw) scales
+        the gradient at the end. Must be False for a weighting with an aux loss, state that `weights` reads across
+        the batch, or needs_values. A weighting returning True implements `local_weights` and `weights` (the
+        reference form); both must agree."""
+        return False
+
+    def local_extras(self, batch: dict[str, Any], valid: Tensor) -> dict[str, Tensor]:
+        """Per-(b,t) inputs of `local_weights`, each Tensor[B,T,...] (e.g. rho1's ref_ce at t+k: Float[B,T,H]),
+        computed once per micro-batch; the step hands local_weights their rows at the chunk's positions."""
+        return {}
+
+    def local_weights(
+        self, ce: Tensor, valid: Tensor, extras: dict[str, Tensor], outputs: dict[str, Tensor]
+    ) -> Tensor:
+        """Raw weights Float[n,H] (≥ 0) of n positions from their ce: detached Float[n,H] (0 where invalid), valid:
+        Bool[n,H], extras: local_extras' rows [n,...] at those positions, outputs: {"logit_grad_norm": Float[n,H]}
+        when needs_grad_norm. Called once per chunk, in position order; equal to `weights` at those positions."""
+        raise NotImplementedError(f"{type(self).__name__} declares local weights but has no local_weights")
 
     def validation_weights(
         self, batch: dict[str, Any], valid: Tensor, ce: Tensor | None, outputs: dict[str, Tensor]
@@ -180,16 +212,18 @@ def normalize_weights(
     clip_min: float | None = None,
     clip_max: float | None = None,
     totals: tuple[float, int] | None = None,
+    check: bool = True,
 ) -> Tensor:
     """Normalise raw weights over the valid entries, then clip; returns detached Float[B,T,H], 0 where invalid.
 
     mode "mean": w ← w · n_valid / Σ_valid w (mean over valid entries is 1; uniform ⇒ 1). `totals` =
     (Σ_valid w, n_valid) of the whole step when this tensor is one micro-batch of it (gradient accumulation).
     mode "per_position": w[t,k] ← w[t,k] · n_valid(t) / Σ_k w[t,k] (Σ_k w = number of valid heads at t).
-    An all-zero group (nothing to normalise) stays zero.
+    An all-zero group (nothing to normalise) stays zero. Any leading shape works for per_position ([n,H] too).
+    check=False leaves the (host-synchronising) w ≥ 0 check to the caller.
     """
     w = torch.where(valid, weights.detach().float(), 0.0)
-    if torch.any(w < 0):
+    if check and torch.any(w < 0):
         raise ValueError(f"weights must be >= 0, got min {w.min().item():.4g}")
     if mode == "mean":
         total, count = totals if totals is not None else (w.sum().item(), int(valid.sum()))

@@ -59,7 +59,8 @@ def random_weights(weights: Tensor, valid: Tensor, generator: torch.Generator) -
 
 class ControlWeight(WeightFn):
     """WeightFn: `mode` ∈ {shuffled, random} applied to the raw weights of `base` (any weighting, e.g. a
-    Rho1Weight); every other hook is the base's, so the base trains, pre-trains and validates as it would alone."""
+    Rho1Weight); every other hook is the base's, so the base trains, pre-trains and validates as it would alone.
+    Its weights are never local (has_local_weights: False): a permutation spans the batch, so it takes two passes."""
 
     is_control = True
 
@@ -68,8 +69,8 @@ class ControlWeight(WeightFn):
             raise ValueError(f"control mode must be one of {CONTROL_MODES}, got {mode!r}")
         super().__init__(seed=seed)
         self.base, self.mode = base, mode
-        for declared in ("needs_ce", "needs_values", "train_on", "supports_packing", "uses_reference",
-                         "pre_train_kinds"):  # the method's declarations are the control's
+        for declared in ("needs_ce", "needs_values", "needs_grad_norm", "train_on", "supports_packing",
+                         "uses_reference", "pre_train_kinds"):  # the method's declarations are the control's
             setattr(self, declared, getattr(base, declared))
         self.begin_step(0)
 

@@ -28,6 +28,9 @@ pattern the `shuffled` control would then scramble too. An entry dropped by min_
 to the other heads of its position.
 
 The trainer then normalises (DESIGN §6). The batch is the micro-batch the WeightFn sees.
+
+softmax_heads is local to a position: `local_weights` gives the weights of a chunk of positions inside the step's
+one pass (wmtp.train.step); softmax_batch and topk need the whole batch first and take two passes.
 """
 
 from __future__ import annotations
@@ -66,8 +69,16 @@ def excess_loss(ce: Tensor, ref_ce: Tensor, *, excess: str) -> Tensor:
         raise ValueError(f"excess must be one of {EXCESS_MODES}, got {excess!r}")
     if ce.dim() != 3 or ref_ce.shape != ce.shape[:2]:
         raise ValueError(f"ce must be [B,T,H] and ref_ce [B,T], got {tuple(ce.shape)} and {tuple(ref_ce.shape)}")
-    diff = ce.detach().float() - ref_ce_at_targets(ref_ce.detach().float(), ce.shape[2])
+    return _excess(ce.detach().float() - ref_ce_at_targets(ref_ce.detach().float(), ce.shape[2]), excess)
+
+
+def _excess(diff: Tensor, excess: str) -> Tensor:
     return diff.abs() if excess == "abs" else diff
+
+
+def softmax_heads(x: Tensor, candidates: Tensor, *, temperature: float) -> Tensor:
+    """n_cand(t) · softmax over the candidate heads at t of x/T; x, candidates: [..., H] (any leading shape)."""
+    return _masked_softmax(x / temperature, candidates, dim=-1) * candidates.sum(dim=-1, keepdim=True)
 
 
 def _masked_softmax(z: Tensor, keep: Tensor, dim: int | tuple[int, ...]) -> Tensor:
@@ -122,7 +133,7 @@ def rho1_weights(
     x = excess_loss(ce, ref_ce, excess=excess)
     candidates = valid & (x.abs() >= min_ce_diff)  # NaN excess (a diverged step) is never a candidate
     if transform == "softmax_heads":
-        w = _masked_softmax(x / temperature, candidates, dim=-1) * candidates.sum(dim=-1, keepdim=True)
+        w = softmax_heads(x, candidates, temperature=temperature)
     elif transform == "softmax_batch":
         w = _masked_softmax(x / temperature, candidates, dim=(0, 1, 2)) * valid.sum()
     else:
@@ -229,6 +240,26 @@ class Rho1Weight(WeightFn):
         self._record(excess_loss(ce, ref_ce, excess=self.cfg.excess), valid.bool())
         return self._weights(ce, ref_ce, valid)
 
+    def has_local_weights(self) -> bool:
+        """softmax_heads is local to a position (any excess, any min_ce_diff): the step's one pass; softmax_batch
+        and topk need every weight of the batch first (two passes)."""
+        return self.cfg.transform == "softmax_heads"
+
+    def local_extras(self, batch: dict[str, Any], valid: Tensor) -> dict[str, Tensor]:
+        """{"ref_ce": Float[B,T,H]}: the reference CE of each entry's target token, ref_ce[b,t+k]."""
+        ref_ce = self.reference_ce(batch).to(valid.device).detach().float()
+        return {"ref_ce": ref_ce_at_targets(ref_ce, valid.shape[-1])}
+
+    def local_weights(
+        self, ce: Tensor, valid: Tensor, extras: dict[str, Tensor], outputs: dict[str, Tensor]
+    ) -> Tensor:
+        """softmax_heads weights Float[n,H] of n positions (equal to `weights` there); statistics are recorded."""
+        x = _excess(ce.detach().float() - extras["ref_ce"], self.cfg.excess)
+        valid = valid.bool()
+        self._record(x, valid)
+        candidates = valid & (x.abs() >= self.cfg.min_ce_diff)
+        return torch.where(valid, softmax_heads(x, candidates, temperature=self.cfg.temperature), 0.0)
+
     def validation_weights(
         self, batch: dict[str, Any], valid: Tensor, ce: Tensor | None, outputs: dict[str, Tensor]
     ) -> Tensor:
@@ -249,16 +280,20 @@ class Rho1Weight(WeightFn):
         )  # fmt: skip
 
     def _record(self, x: Tensor, valid: Tensor) -> None:
-        sums = torch.where(valid, x, 0.0).sum(dim=(0, 1)).double().cpu()
-        counts = valid.sum(dim=(0, 1)).double().cpu()
+        """Add excess x and valid ([..., H], any leading shape) to the step's sums, on the device (no host sync)."""
+        H = x.shape[-1]
+        x, valid = x.reshape(-1, H), valid.reshape(-1, H)
+        sums = torch.where(valid, x, 0.0).sum(dim=0).double()
+        counts = valid.sum(dim=0).double()
+        below = (valid & (x.abs() < self.cfg.min_ce_diff)).sum()
         self._excess_sum = sums if self._excess_sum is None else self._excess_sum + sums
         self._count = counts if self._count is None else self._count + counts
-        self._n_below += int((valid & (x.abs() < self.cfg.min_ce_diff)).sum())
+        self._n_below = self._n_below + below
 
     def stats(self) -> dict[str, float]:
         if self._count is None or self._count.sum() == 0:
             return {}
-        mean = self._excess_sum / self._count.clamp(min=1)
-        stats = {f"excess_h{k + 1}": mean[k].item() for k in range(len(mean))}
-        stats["excess_frac_below_min"] = self._n_below / self._count.sum().item()
+        mean = (self._excess_sum / self._count.clamp(min=1)).tolist()
+        stats = {f"excess_h{k + 1}": m for k, m in enumerate(mean)}
+        stats["excess_frac_below_min"] = float(self._n_below) / self._count.sum().item()
         return stats
