@@ -12,7 +12,6 @@ from wmtp.cli import app
 from wmtp.config import load_config
 from wmtp.train.run import train_run
 from wmtp.train.run_dir import read_metrics
-from wmtp.weighting.base import WeightFn
 from wmtp.weighting.hybrid import HybridWeight
 from wmtp.weighting.rho1 import Rho1Weight
 
@@ -89,8 +88,6 @@ def test_hybrid_resumes_exactly(root, monkeypatch):
     assert resumed == full
 
 
-@pytest.mark.xfail(not hasattr(WeightFn, "needs_grad_norm"), strict=True,
-                   reason="the training step computes outputs['logit_grad_norm'] once helper 'step' is merged")
 def test_gradnorm_trains_from_the_steps_norms(root):
     run_dir = root / "gradnorm"
     train_run(load_config(None, [*common(root), f"run_dir={run_dir}", "weighting.name=gradnorm",

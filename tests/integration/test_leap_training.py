@@ -41,8 +41,6 @@ def train_leap(run_dir) -> tuple[Trainer, RecordingUniform]:
     return trainer, weight_fn
 
 
-@pytest.mark.xfail(strict=True, reason="until forward_backward / raw_step_weights (step.py) and the Trainer pass "
-                   "offsets=model.head_offsets to batch_targets (helper leap's report); remove at merge")
 def test_training_with_leap_heads_weights_see_their_targets(tmp_path):
     _, weight_fn = train_leap(tmp_path / "run")
     assert weight_fn.seen

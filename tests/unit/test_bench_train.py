@@ -11,7 +11,7 @@ import statistics
 import pytest
 import torch
 
-from wmtp.bench import train_worker
+from wmtp.train import step as step_module
 from wmtp.bench.train import VARIANTS, WARMUP_STEPS, matmul_flops_per_token, run_train_bench
 from wmtp.bench.train_worker import Variant, naive_step, serve, trainer_step
 
@@ -123,25 +123,28 @@ def params(**changes):
 
 
 def count_calls(monkeypatch, name):
+    """Calls of wmtp.train.step.<name> (the functions step_gradients runs), each recorded by its raw_weights."""
     calls = []
-    original = getattr(train_worker, name)
+    original = getattr(step_module, name)
 
     def counted(*args, **kwargs):
         calls.append(kwargs.get("raw_weights"))
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(train_worker, name, counted)
+    monkeypatch.setattr(step_module, name, counted)
     return calls
 
 
-@pytest.mark.parametrize("weighting", ["uniform", "rho1"])
-def test_grad_accum_runs_every_micro_batch_through_the_trainers_path(monkeypatch, weighting):
+@pytest.mark.parametrize("weighting, raw_first", [("uniform", True), ("rho1", False)])
+def test_grad_accum_runs_every_micro_batch_through_the_trainers_path(monkeypatch, weighting, raw_first):
+    """Two passes (uniform): every raw weight of the step first; one pass (rho1's local weights): no no-grad pass."""
     variant = Variant(params(grad_accum=3, weighting=weighting))
     assert len(variant.micro) == 3
     raw_calls, fb_calls = count_calls(monkeypatch, "raw_step_weights"), count_calls(monkeypatch, "forward_backward")
     variant.timed(2)
-    assert len(raw_calls) == 6 and len(fb_calls) == 6  # 3 micro-batches × 2 optimizer steps
-    assert all(raw is not None for raw in fb_calls)  # forward_backward is given the raw weights computed first
+    assert len(fb_calls) == 6  # 3 micro-batches × 2 optimizer steps
+    assert len(raw_calls) == (6 if raw_first else 0)
+    assert all((raw is not None) == raw_first for raw in fb_calls)  # given the raw weights computed first, or not
     one = Variant(params(weighting=weighting))
     raw_calls.clear(), fb_calls.clear()
     one.step()

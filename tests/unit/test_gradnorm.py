@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from oracles import tiny_model
 
 from wmtp.config import ConfigError, load_config
 from wmtp.registry import build_weight_fn
@@ -110,3 +111,43 @@ def test_gradnorm_config_is_strict():
                          ("weighting.gradnorm.tmp=1", "allowed keys are power, temperature")):
         with pytest.raises(ConfigError, match=message):
             load_config(None, ["weighting.name=gradnorm", bad])
+
+
+class TwoPassGradNorm(GradNormWeight):
+    """gradnorm forced onto the two-pass path (its reference form `weights`)."""
+
+    def has_local_weights(self) -> bool:
+        return False
+
+
+@pytest.mark.parametrize("temperature", [None, 0.5])
+def test_the_one_pass_equals_two_passes_and_the_steps_norms_equal_the_reference_form(temperature):
+    """The training path's g (inside the chunked CE) = logit_grad_norm on every head's materialised logits; one pass
+    and two passes give the same loss, weights and gradients."""
+    from test_one_pass import VOCAB, _assert_same, _step, make_records
+
+    from wmtp.config import WeightingConfig
+    from wmtp.data.collate import collate
+    from wmtp.train.step import batch_targets, one_pass
+
+    cfg = GradNormConfig(power=30.0, temperature=temperature)  # a random model's g ≈ 1: a power spreads them
+    batch = collate(make_records(4, seed=21), pad_id=0)
+    model = tiny_model(3, seed=8, vocab=VOCAB)
+    targets, valid = batch_targets(batch, 3)
+    with torch.no_grad():
+        logits = model(batch["input_ids"], batch["attention_mask"])  # [B,T,H,V]
+    reference = torch.zeros(valid.shape)
+    reference[valid] = logit_grad_norm(logits[valid], targets[valid])
+    seen = []
+
+    class Recording(TwoPassGradNorm):
+        def weights(self, batch, valid, ce, outputs):
+            seen.append(outputs["logit_grad_norm"])
+            return super().weights(batch, valid, ce, outputs)
+
+    assert one_pass(GradNormWeight(cfg), WeightingConfig()) and not one_pass(Recording(cfg), WeightingConfig())
+    one, grads_one = _step(model, batch, GradNormWeight(cfg), WeightingConfig(), 5)
+    two, grads_two = _step(model, batch, Recording(cfg), WeightingConfig(), 5)
+    torch.testing.assert_close(seen[0], reference, atol=1e-5, rtol=1e-5)
+    assert one.weights[one.valid].std() > 0.05  # not uniform: the comparison can fail
+    _assert_same(one, two, grads_one, grads_two)

@@ -314,8 +314,6 @@ def test_localisation_and_eos_share_use_offsets():
     assert share["eos_share"] == pytest.approx(float(weights[last].sum() / weights[valid].sum()))
 
 
-@pytest.mark.xfail(strict=True, reason="until Rho1Weight learns the offsets in attach and passes them to excess_loss "
-                   "(rho1.py is helper step's; edit in helper leap's report); remove at merge")
 def test_rho1_excess_reads_the_offset_reference_token():
     from wmtp.weighting.rho1 import Rho1Config, Rho1Weight
 

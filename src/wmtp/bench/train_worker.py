@@ -30,9 +30,11 @@ from wmtp.model.loss import IGNORE_INDEX
 from wmtp.model.mtp import MTPModel
 from wmtp.registry import build_weight_fn
 from wmtp.train.optim import build_optimizer
-from wmtp.train.step import batch_targets, forward_backward, raw_step_weights
+from wmtp.train.distributed import Distributed
+from wmtp.train.step import batch_targets, deferred_mean_factor, step_gradients
 from wmtp.weighting.base import WeightFn
 
+SINGLE_PROCESS = Distributed(rank=0, world_size=1, mesh=None)
 CRITIC_REWARD_RATE = 0.5  # the batches' is_correct alternate 0, 1 (a run's `prepare` reads it from its records)
 
 
@@ -45,24 +47,18 @@ def trainer_step(
     wcfg: WeightingConfig,
     step: int,
 ) -> float:
-    """One optimizer step over the micro-batches `micro` as `Trainer.train_step` (stages 1–4) takes it on one
-    process, without its gradient clipping, metrics and device copies: the step's valid-entry and token counts,
-    with several micro-batches every raw weight first (`raw_step_weights`, for `mean` over the whole step), then
-    `forward_backward` per micro-batch, AdamW, zero_grad. Returns the step's loss. Keep in step with the Trainer."""
-    H, chunk = model.n_heads, chunk_tokens()
+    """One optimizer step over the micro-batches `micro` as `Trainer.train_step` takes it on one process, through
+    the same `step_gradients` (one pass or two passes, `mean` over the whole step), without its gradient clipping,
+    metrics and device copies; then AdamW and zero_grad. Returns the step's loss."""
+    H = model.n_heads
     weight_fn.begin_step(step)
-    n_valid = sum(int(batch_targets(b, H)[1].sum()) for b in micro)
+    n_valid = sum(int(batch_targets(b, H, offsets=model.head_offsets)[1].sum()) for b in micro)
     n_tokens = sum(int(b["loss_mask"].sum()) for b in micro)
-    raws: list[torch.Tensor | None] = [None] * len(micro)
-    weight_total = None
-    if len(micro) > 1:
-        raws = [raw_step_weights(model, b, weight_fn=weight_fn, chunk_tokens=chunk) for b in micro]
-        weight_total = sum(torch.where(batch_targets(b, H)[1], r, 0.0).sum().item() for b, r in zip(micro, raws))
-    loss = 0.0
-    for batch, raw in zip(micro, raws):
-        loss += forward_backward(model, batch, weight_fn=weight_fn, wcfg=wcfg, n_valid_step=n_valid,
-                                 chunk_tokens=chunk, raw_weights=raw, weight_total_step=weight_total,
-                                 n_tokens_step=n_tokens).loss  # fmt: skip
+    results, defer_mean = step_gradients(model, micro, weight_fn=weight_fn, wcfg=wcfg, n_valid_step=n_valid,
+                                         n_tokens_step=n_tokens, chunk_tokens=chunk_tokens(), dist=SINGLE_PROCESS)
+    loss = sum(r.loss for r in results)
+    if defer_mean:
+        loss *= deferred_mean_factor(model, n_valid, sum(r.weight_total or 0.0 for r in results))
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return loss
@@ -71,7 +67,7 @@ def trainer_step(
 def naive_step(model: MTPModel, optimizer: torch.optim.Optimizer, micro: list[dict[str, Any]]) -> float:
     """Per micro-batch all heads' logits [B,T,H,V] in one graph, Σ CE over valid (t,k) / the step's valid entries
     (the uniform loss, as ours) and one backward; then AdamW and zero_grad. Returns the step's loss."""
-    targets = [batch_targets(b, model.n_heads)[0] for b in micro]  # [B,T,H], -100 where invalid
+    targets = [batch_targets(b, model.n_heads, offsets=model.head_offsets)[0] for b in micro]  # [B,T,H], -100 where invalid
     n_valid = sum(int((t != IGNORE_INDEX).sum()) for t in targets)
     loss = 0.0
     for batch, target in zip(micro, targets):

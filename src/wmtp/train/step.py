@@ -23,7 +23,7 @@ Host syncs: one for the selection of rows per micro-batch, one for the loss; non
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +41,7 @@ from wmtp.model.loss import (
     mtp_targets,
 )
 from wmtp.model.mtp import MTPModel, TrunkContext
+from wmtp.train.distributed import Distributed
 from wmtp.weighting.base import WeightFn, normalize_weights
 
 
@@ -146,7 +147,7 @@ def forward_backward(
     feed the weights, and its `aux_loss` (given n_tokens_step, the step's loss-carrying tokens) joins the backward.
     """
     amp = autocast or nullcontext()
-    targets, valid = batch_targets(batch, model.n_heads)
+    targets, valid = batch_targets(batch, model.n_heads, offsets=model.head_offsets)
     with amp:
         z, ctx = model.trunk_forward(batch["input_ids"], batch["attention_mask"], batch.get("segment_ids"))
     z_detached = z.detach().requires_grad_()
@@ -307,6 +308,54 @@ def _two_passes(
     return loss, ce, weights, any(r is not None for r in selections)
 
 
+def step_gradients(
+    model: MTPModel,
+    micro: Sequence[dict[str, Any]],
+    *,
+    weight_fn: WeightFn,
+    wcfg: WeightingConfig,
+    n_valid_step: int,
+    n_tokens_step: int,
+    chunk_tokens: int,
+    dist: Distributed,
+    autocast: Callable[[], AbstractContextManager] | None = None,
+) -> tuple[list[StepResult], bool]:
+    """Accumulate the gradient of one optimizer step over its micro-batches into .grad (before any sync of ranks).
+
+    n_valid_step / n_tokens_step: the step's valid (t,k) entries and loss-carrying tokens over every micro-batch and
+    rank. With several micro-batches or ranks `mean` normalisation spans the step: in two passes every raw weight is
+    computed first (`raw_step_weights`, Σw summed over ranks); in one pass nothing runs twice and the returned flag
+    `defer_mean` is True: the caller then scales every .grad by `deferred_mean_factor` once the results'
+    weight_total are summed (over ranks too). Returns (one StepResult per micro-batch, defer_mean).
+    """
+    amp = autocast or nullcontext
+    several, single_pass = len(micro) > 1 or dist.sharded, one_pass(weight_fn, wcfg)
+    defer_mean = several and single_pass and wcfg.normalize == "mean"
+    raws: list[Tensor | None] = [None] * len(micro)
+    weight_total = None
+    if several and not single_pass:
+        raws = [raw_step_weights(model, b, weight_fn=weight_fn, chunk_tokens=chunk_tokens, autocast=amp())
+                for b in micro]  # fmt: skip
+        offsets = model.head_offsets
+        weight_total = dist.sum(sum(torch.where(batch_targets(b, model.n_heads, offsets=offsets)[1], r, 0.0).sum().item()
+                                    for b, r in zip(micro, raws)))[0]  # fmt: skip
+    results = [
+        forward_backward(model, batch, weight_fn=weight_fn, wcfg=wcfg, n_valid_step=n_valid_step,
+                         chunk_tokens=chunk_tokens, autocast=amp(), raw_weights=raw, weight_total_step=weight_total,
+                         n_tokens_step=n_tokens_step, defer_mean=defer_mean)  # fmt: skip
+        for batch, raw in zip(micro, raws)
+    ]
+    return results, defer_mean
+
+
+def deferred_mean_factor(model: MTPModel, n_valid_step: int, weight_total_step: float) -> float:
+    """The one pass's `mean` factor n_valid/Σw over the whole step, applied to every .grad of `model` (the gradient is
+    linear in it); returns it (1 when Σw = 0) for the caller's loss and weight metrics."""
+    factor = n_valid_step / weight_total_step if weight_total_step > 0 else 1.0
+    torch._foreach_mul_([p.grad for p in model.parameters() if p.grad is not None], factor)
+    return factor
+
+
 @torch.no_grad()
 def raw_step_weights(
     model: MTPModel,
@@ -319,7 +368,7 @@ def raw_step_weights(
     """The WeightFn's raw weights Float[B,T,H] for one micro-batch, computed before any backward of the step
     (a no-grad forward of every head when the WeightFn reads the CE or the logit-gradient norm, of its own modules
     when it reads outputs). Only the two-pass path needs it (module docstring)."""
-    targets, valid = batch_targets(batch, model.n_heads)
+    targets, valid = batch_targets(batch, model.n_heads, offsets=model.head_offsets)
     if not (weight_fn.needs_ce or weight_fn.needs_values or weight_fn.needs_grad_norm):
         return weight_fn.weights(batch, valid, None, {}).detach()
     amp = autocast or nullcontext()

@@ -20,8 +20,8 @@ from wmtp.train.distributed import Distributed, apply_activation_checkpointing, 
 from wmtp.train.optim import build_optimizer, lr_at
 from wmtp.train.run_dir import MetricsLog
 from wmtp.train.state import latest_checkpoint
-from wmtp.train.step import (batch_targets, check_head1_alignment, forward_backward, heads_ce, heads_ce_stats, one_pass,
-                             raw_step_weights)
+from wmtp.train.step import (batch_targets, check_head1_alignment, deferred_mean_factor, heads_ce, heads_ce_stats,
+                             step_gradients)
 from wmtp.train.warmup import freeze_trunk, thaw
 from wmtp.weighting.base import WeightFn, normalize_weights, weight_histogram, weight_stats
 from wmtp.weighting.localisation import EosShare, LocalisationAccumulator, defined
@@ -223,49 +223,26 @@ class Trainer:
         n_valid, n_tokens = (int(n) for n in self.dist.sum(sum(self._n_valid(b) for b in micro),
                                                             sum(int(b["loss_mask"].sum()) for b in micro)))
 
-        # 2) with several micro-batches (or ranks), `mean` normalisation spans the step: in two passes every raw
-        #    weight first; in one pass (local weights) the factor n_valid/Σw scales every .grad after the backward
-        raws: list[torch.Tensor | None] = [None] * len(micro)
-        weight_total = None
-        several, single_pass = len(micro) > 1 or self.dist.sharded, one_pass(self.weight_fn, self.cfg.weighting)
-        defer_mean = several and single_pass and self.cfg.weighting.normalize == "mean"
-        if several and not single_pass:
-            raws = [
-                raw_step_weights(
-                    self.model, b, weight_fn=self.weight_fn, chunk_tokens=tc.ce_chunk_tokens, autocast=self.autocast()
-                )
-                for b in micro
-            ]
-            weight_total = self.dist.sum(
-                sum(torch.where(batch_targets(b, H)[1], r, 0.0).sum().item() for b, r in zip(micro, raws))
-            )[0]
+        # 2) gradients per micro-batch (train/step.py: one pass or two passes; `mean` spans the whole step)
+        results, defer_mean = step_gradients(
+            self.model, micro, weight_fn=self.weight_fn, wcfg=self.cfg.weighting, n_valid_step=n_valid,
+            n_tokens_step=n_tokens, chunk_tokens=tc.ce_chunk_tokens, dist=self.dist, autocast=self.autocast,
+        )  # fmt: skip
 
-        # 3) forward/backward per micro-batch (sequential heads inside)
+        # 3) the step's metrics per micro-batch
         loss, ce_sum, count, step_tokens, raw_total = 0.0, torch.zeros(H), torch.zeros(H), 0, 0.0
         aux: dict[str, float] = {}
         weights, valids = [], []
         eos = EosShare()
-        for batch, raw in zip(micro, raws):
-            out = forward_backward(
-                self.model,
-                batch,
-                weight_fn=self.weight_fn,
-                wcfg=self.cfg.weighting,
-                n_valid_step=n_valid,
-                chunk_tokens=tc.ce_chunk_tokens,
-                autocast=self.autocast(),
-                raw_weights=raw,
-                weight_total_step=weight_total,
-                n_tokens_step=n_tokens,
-                defer_mean=defer_mean,
-            )
+        for batch, out in zip(micro, results):
             loss += out.loss
             raw_total += out.weight_total or 0.0
             for name, value in out.aux.items():
                 aux[name] = aux.get(name, 0.0) + value
             ce_sum += out.ce.sum(dim=(0, 1)).cpu()
             count += out.valid.sum(dim=(0, 1)).cpu()
-            eos.add(out.weights, out.valid, batch["loss_mask"], batch.get("segment_ids"))
+            eos.add(out.weights, out.valid, batch["loss_mask"], batch.get("segment_ids"),
+                    self.model.head_offsets)
             weights.append(out.weights.flatten(0, 1).cpu())
             valids.append(out.valid.flatten(0, 1).cpu())
             step_tokens += int(batch["attention_mask"].sum())
@@ -274,9 +251,8 @@ class Trainer:
         self.dist.sync_grads(self.model)
         loss, step_tokens, raw_total, *aux_totals = self.dist.sum(loss, step_tokens, raw_total, *aux.values())
         aux = dict(zip(aux, aux_totals))
-        if defer_mean:  # the one pass's `mean` factor over the whole step (the gradient is linear in it)
-            factor = n_valid / raw_total if raw_total > 0 else 1.0
-            torch._foreach_mul_([p.grad for p in self.model.parameters() if p.grad is not None], factor)
+        if defer_mean:  # the one pass's `mean` factor over the whole step
+            factor = deferred_mean_factor(self.model, n_valid, raw_total)
             loss, weights = loss * factor, [w * factor for w in weights]  # eos shares are ratios: unchanged
         ce_sum, count = self.dist.sum_tensor(ce_sum), self.dist.sum_tensor(count)
         eos = EosShare(*self.dist.sum(*eos.totals()))
@@ -347,7 +323,7 @@ class Trainer:
         return finite
 
     def _n_valid(self, batch: dict[str, Any]) -> int:
-        return int(batch_targets(batch, self.model.n_heads)[1].sum())
+        return int(batch_targets(batch, self.model.n_heads, offsets=self.model.head_offsets)[1].sum())
 
     def clip_grad_norm(self) -> float:
         """Clip the gradients and return their norm before clipping, over all parameters. A parameter group with
@@ -372,13 +348,13 @@ class Trainer:
         H, needs_ce, needs_values = self.model.n_heads, self.weight_fn.needs_ce, self.weight_fn.needs_values
         ce_sum, count = torch.zeros(H, dtype=torch.float64), torch.zeros(H, dtype=torch.float64)
         acc = self.weight_fn.eval_start()
-        loc = LocalisationAccumulator(H)
+        loc = LocalisationAccumulator(H, self.model.head_offsets)
         for batch in self.batches(self.valid_data, self.cfg.train.eval_batches):
             localise = lm and "decisive" in batch and "has_spans" in batch and bool(batch["has_spans"].any())
             with self.autocast():
                 z, ctx = self.model.trunk_forward(batch["input_ids"], batch["attention_mask"])
                 if lm:
-                    targets, valid = batch_targets(batch, H)
+                    targets, valid = batch_targets(batch, H, offsets=self.model.head_offsets)
                     on_correct = valid & batch["is_correct"].bool()[:, None, None]
                     ce = heads_ce(self.model, z, ctx, targets, on_correct, chunk_tokens=self.cfg.train.ce_chunk_tokens)
                     ce_sum += ce.sum(dim=(0, 1)).double().cpu()

@@ -15,7 +15,8 @@ Weights, over the valid entries:
                        give weight 1; small T concentrates a position's weight on its hardest head)
 
 The training step computes g inside its chunked CE (outputs["logit_grad_norm"], the class declares
-needs_grad_norm); `logit_grad_norm` is the reference form on materialised logits. The trainer then normalises.
+needs_grad_norm), in its one pass (the weights are local to a position); `logit_grad_norm` is the reference form on
+materialised logits. The trainer then normalises.
 """
 
 from __future__ import annotations
@@ -91,3 +92,13 @@ class GradNormWeight(WeightFn):
                              "training step computes for a weighting that declares needs_grad_norm=True; "
                              f"got outputs {sorted(outputs)}")
         return gradnorm_weights(outputs[GRAD_NORM_KEY], valid, power=self.cfg.power, temperature=self.cfg.temperature)
+
+    def has_local_weights(self) -> bool:
+        """w[t,k] reads only the norms of position t's heads: the step's one pass computes them in its chunks."""
+        return True
+
+    def local_weights(
+        self, ce: Tensor, valid: Tensor, extras: dict[str, Tensor], outputs: dict[str, Tensor]
+    ) -> Tensor:
+        """Float[n,H] for n positions from outputs["logit_grad_norm"]: Float[n,H] (equal to `weights` there)."""
+        return self.weights({}, valid, ce, outputs)

@@ -1,10 +1,11 @@
 """Rho-1 excess-loss weighting (Lin et al. 2024) for multi-token prediction (DESIGN §7).
 
-Legend: B batch, T sequence, H heads. Head k at position t predicts token j = t + k, so the reference's
-CE of that same token is ref_ce[t+k] (ref_ce[j]: reference CE of token j given x_<j):
+Legend: B batch, T sequence, H heads. Head k at position t predicts token j = t + o_k (o: the model's
+head_offsets, 1..H by default), so the reference's CE of that same token is ref_ce[t+o_k] (ref_ce[j]: reference
+CE of token j given x_<j):
 
-    excess[t,k] = ce[t,k] − ref_ce[t+k]          (excess="signed", Rho-1's original)
-                  |ce[t,k] − ref_ce[t+k]|        (excess="abs", the proposal)
+    excess[t,k] = ce[t,k] − ref_ce[t+o_k]          (excess="signed", Rho-1's original)
+                  |ce[t,k] − ref_ce[t+o_k]|        (excess="abs", the proposal)
 
 An entry is a *candidate* when it is valid and |excess| ≥ min_ce_diff. Entries that are not candidates get
 weight exactly 0 under every transform: they are left out of the transform as if absent (out of the softmax:
@@ -43,6 +44,7 @@ from pydantic import Field
 from torch import Tensor
 
 from wmtp.config import ConfigError, RunConfig
+from wmtp.model.mtp import MTPModel
 from wmtp.model.offsets import check_offsets
 from wmtp.registry import register_weighting
 from wmtp.weighting.base import NoOptions, RunContext, WeightFn
@@ -63,13 +65,14 @@ def ref_ce_at_targets(ref_ce: Tensor, n_heads: int, offsets: Sequence[int] | Non
     return out
 
 
-def excess_loss(ce: Tensor, ref_ce: Tensor, *, excess: str) -> Tensor:
-    """excess Float[B,T,H] (see the module docstring); values at invalid entries are meaningless."""
+def excess_loss(ce: Tensor, ref_ce: Tensor, *, excess: str, offsets: Sequence[int] | None = None) -> Tensor:
+    """excess Float[B,T,H] (see the module docstring; offsets: the model's head offsets, None = 1..H); values at
+    invalid entries are meaningless."""
     if excess not in EXCESS_MODES:
         raise ValueError(f"excess must be one of {EXCESS_MODES}, got {excess!r}")
     if ce.dim() != 3 or ref_ce.shape != ce.shape[:2]:
         raise ValueError(f"ce must be [B,T,H] and ref_ce [B,T], got {tuple(ce.shape)} and {tuple(ref_ce.shape)}")
-    return _excess(ce.detach().float() - ref_ce_at_targets(ref_ce.detach().float(), ce.shape[2]), excess)
+    return _excess(ce.detach().float() - ref_ce_at_targets(ref_ce.detach().float(), ce.shape[2], offsets), excess)
 
 
 def _excess(diff: Tensor, excess: str) -> Tensor:
@@ -113,6 +116,7 @@ def rho1_weights(
     min_ce_diff: float,
     transform: str,
     topk_percent: float,
+    offsets: Sequence[int] | None = None,
 ) -> Tensor:
     """Raw Rho-1 weights Float[B,T,H] (detached, ≥ 0, exactly 0 where invalid), before the trainer's normalisation.
 
@@ -130,7 +134,7 @@ def rho1_weights(
     if valid.shape != ce.shape:
         raise ValueError(f"valid {tuple(valid.shape)} and ce {tuple(ce.shape)} must have one [B,T,H] shape")
     valid = valid.bool()
-    x = excess_loss(ce, ref_ce, excess=excess)
+    x = excess_loss(ce, ref_ce, excess=excess, offsets=offsets)
     candidates = valid & (x.abs() >= min_ce_diff)  # NaN excess (a diverged step) is never a candidate
     if transform == "softmax_heads":
         w = softmax_heads(x, candidates, temperature=temperature)
@@ -159,7 +163,7 @@ class Rho1Config(NoOptions):
     )
     excess: Literal["signed", "abs"] = Field(
         "abs",
-        description="excess[t,k] = ce[t,k] − ref_ce[t+k] (signed, Rho-1's original) or its absolute value (abs).",
+        description="excess[t,k] = ce[t,k] − ref_ce[t+o_k] (signed, Rho-1's original) or its absolute value (abs).",
     )
     transform: Literal["softmax_heads", "softmax_batch", "topk"] = Field(
         "softmax_heads",
@@ -203,7 +207,11 @@ class Rho1Weight(WeightFn):
     def __init__(self, cfg: Rho1Config | None = None, *, seed: int = 0, scorer: RefScorer | None = None):
         super().__init__(cfg, seed=seed)
         self.scorer = scorer
+        self.offsets: tuple[int, ...] | None = None  # the model's head_offsets (attach); None: 1..H
         self.begin_step(0)
+
+    def attach(self, model: MTPModel) -> None:
+        self.offsets = model.head_offsets
 
     @classmethod
     def check_config(cls, cfg: RunConfig) -> None:
@@ -237,7 +245,7 @@ class Rho1Weight(WeightFn):
     ) -> Tensor:
         """Raw weights Float[B,T,H] (`rho1_weights`); the step's excess statistics are recorded for `stats`."""
         ce, ref_ce = self._ce_pair(batch, ce)
-        self._record(excess_loss(ce, ref_ce, excess=self.cfg.excess), valid.bool())
+        self._record(excess_loss(ce, ref_ce, excess=self.cfg.excess, offsets=self.offsets), valid.bool())
         return self._weights(ce, ref_ce, valid)
 
     def has_local_weights(self) -> bool:
@@ -246,9 +254,9 @@ class Rho1Weight(WeightFn):
         return self.cfg.transform == "softmax_heads"
 
     def local_extras(self, batch: dict[str, Any], valid: Tensor) -> dict[str, Tensor]:
-        """{"ref_ce": Float[B,T,H]}: the reference CE of each entry's target token, ref_ce[b,t+k]."""
+        """{"ref_ce": Float[B,T,H]}: the reference CE of each entry's target token, ref_ce[b,t+o_k]."""
         ref_ce = self.reference_ce(batch).to(valid.device).detach().float()
-        return {"ref_ce": ref_ce_at_targets(ref_ce, valid.shape[-1])}
+        return {"ref_ce": ref_ce_at_targets(ref_ce, valid.shape[-1], self.offsets)}
 
     def local_weights(
         self, ce: Tensor, valid: Tensor, extras: dict[str, Tensor], outputs: dict[str, Tensor]
@@ -276,7 +284,7 @@ class Rho1Weight(WeightFn):
         c = self.cfg
         return rho1_weights(
             ce, ref_ce, valid, excess=c.excess, temperature=c.temperature, min_ce_diff=c.min_ce_diff,
-            transform=c.transform, topk_percent=c.topk_percent,
+            transform=c.transform, topk_percent=c.topk_percent, offsets=self.offsets,
         )  # fmt: skip
 
     def _record(self, x: Tensor, valid: Tensor) -> None:
