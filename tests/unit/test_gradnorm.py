@@ -130,7 +130,7 @@ def test_the_one_pass_equals_two_passes_and_the_steps_norms_equal_the_reference_
     from wmtp.data.collate import collate
     from wmtp.train.step import batch_targets, one_pass
 
-    cfg = GradNormConfig(power=30.0, temperature=temperature)  # a random model's g ≈ 1: a power spreads them
+    cfg = GradNormConfig(power=10.0, temperature=temperature)  # a random model's g ≈ 1: a power spreads them
     batch = collate(make_records(4, seed=21), pad_id=0)
     model = tiny_model(3, seed=8, vocab=VOCAB)
     targets, valid = batch_targets(batch, 3)
@@ -151,3 +151,20 @@ def test_the_one_pass_equals_two_passes_and_the_steps_norms_equal_the_reference_
     torch.testing.assert_close(seen[0], reference, atol=1e-5, rtol=1e-5)
     assert one.weights[one.valid].std() > 0.05  # not uniform: the comparison can fail
     _assert_same(one, two, grads_one, grads_two)
+
+
+@pytest.mark.parametrize("margin", [16.0, 20.0])
+def test_the_training_kernels_norm_does_not_cancel_on_confident_rows(margin):
+    """p_y ≈ 1: Σp² − 2p_y + 1 would cancel to 0 in fp32 (margin 20: about half the rows); sums over the other
+    classes keep g ≈ e^(−margin)·… to float precision, as the reference form does."""
+    from wmtp.model.loss import ce_and_grad_norm
+
+    g = torch.Generator().manual_seed(3)
+    N, D, V = 300, 6, 50
+    targets = torch.randint(0, V, (N,), generator=g)
+    hidden = torch.cat([torch.randn(N, D, generator=g) * 0.1, F.one_hot(targets, V).float() * margin], dim=1)
+    unembed = torch.cat([torch.randn(V, D, generator=g), torch.eye(V)], dim=1)  # logits = noise + margin at y
+    _, norms = ce_and_grad_norm(hidden, unembed, targets, chunk_tokens=64)
+    reference = logit_grad_norm(hidden @ unembed.T, targets)
+    assert reference.max() < 1e-4 and (norms > 0).all()
+    torch.testing.assert_close(norms, reference, rtol=1e-4, atol=0.0)

@@ -14,7 +14,7 @@ from wmtp.data.collate import EncodedRecord, collate, pack_records
 from wmtp.data.dataset import PreparedData
 from wmtp.data.records import DataError, Record
 from wmtp.model.loss import mtp_targets
-from wmtp.weighting.base import RunContext
+from wmtp.weighting.base import RunContext, normalize_weights
 from wmtp.weighting.controls import ShuffledControl
 from wmtp.weighting.group import (
     GroupConfig,
@@ -215,3 +215,14 @@ def test_config_checks():
     cfg = load_config(None, ["weighting.name=shuffled", "weighting.control_of=group", "data.train_on=all",
                              "data.pack=true"])
     assert cfg.weighting.control_of == "group"
+
+
+@pytest.mark.parametrize("method", [["weighting.name=group"],
+                                    ["weighting.name=shuffled", "weighting.control_of=group"],
+                                    ["weighting.name=hybrid", "weighting.hybrid.of=[group,rho1]"]])
+def test_per_position_normalisation_is_refused_it_would_cancel_the_row_weights(method):
+    raw = torch.tensor([[[3.0, 3.0, 3.0], [0.2, 0.2, 0.2]]])  # two positions of two records: one weight per row
+    valid = torch.ones_like(raw, dtype=torch.bool)
+    assert torch.equal(normalize_weights(raw, valid, mode="per_position"), torch.ones_like(raw))  # uniform
+    with pytest.raises(ConfigError, match="per_position cancels the group weights"):
+        load_config(None, [*method, "data.train_on=all", "weighting.normalize=per_position"])

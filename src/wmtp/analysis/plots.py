@@ -121,7 +121,7 @@ def bars_per_head(
     if not drawn:
         plt.close(fig)
         return None
-    ax.set(title=title, xlabel="head k (predicts token t+k)", ylabel=ylabel, xticks=range(1, H + 1))
+    ax.set(title=title, xlabel="head k (predicts token t+o_k; o_k = k unless model.head_offsets)", ylabel=ylabel, xticks=range(1, H + 1))
     ax.legend(fontsize=7)
     return _save(fig, path)
 

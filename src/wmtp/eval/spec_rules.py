@@ -24,7 +24,7 @@ def sampling_probs(logits: Tensor, *, temperature: float, top_p: float = 1.0, to
         raise ValueError(f"temperature={temperature} must be > 0 for sampling")
     if not 0 < top_p <= 1 or top_k < 0:
         raise ValueError(f"top_p={top_p} must be in (0, 1] and top_k={top_k} ≥ 0")
-    x = logits / temperature
+    x = logits.to(torch.promote_types(logits.dtype, torch.float32)) / temperature  # ≥ fp32 for a bf16 model's p/q
     if 0 < top_k < x.shape[-1]:
         x = x.masked_fill(x < x.topk(top_k, dim=-1).values[..., -1:], float("-inf"))
     if top_p < 1:

@@ -129,12 +129,15 @@ def exp_shifted_(logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
 
 def grad_norm_from_exp(e: Tensor, total: Tensor, targets: Tensor) -> Tensor:
     """‖softmax − onehot(y)‖₂ = ‖∂ce/∂logits‖₂ per row, Float[n], from e = exp(logits − max) [n,V] and Σ_v e [n,1]:
-    Σ_{v≠y} p_v² + (1 − p_y)² = ‖p‖² − p_y² + (1 − p_y)² (= Σ p² − 2p_y + 1), with 1 − p_y = (Σe − e_y)/Σe."""
+    sqrt((1 − p_y)² + Σ_{v≠y} p_v²) with both sums taken over the other classes (e_y is zeroed for the two reductions
+    and restored), so a near-certain right prediction keeps its small norm instead of cancelling to 0."""
+    rows = torch.arange(len(targets), device=targets.device)
+    e_y = e[rows, targets].clone()
+    e[rows, targets] = 0.0
+    rest, rest_sq = e.sum(dim=-1), torch.linalg.vector_norm(e, dim=-1) ** 2  # reductions: no [n,V] temporary
+    e[rows, targets] = e_y
     total = total.squeeze(1)
-    e_y = e.gather(1, targets[:, None]).squeeze(1)
-    p_y, rest = e_y / total, (total - e_y) / total
-    norm_sq = (torch.linalg.vector_norm(e, dim=-1) / total) ** 2  # a reduction: no [n,V] temporary
-    return (norm_sq - p_y**2 + rest**2).clamp(min=0).sqrt()
+    return ((rest / total) ** 2 + rest_sq / total**2).sqrt()
 
 
 def logit_grad_(e: Tensor, total: Tensor, targets: Tensor, coef: Tensor) -> Tensor:

@@ -28,6 +28,18 @@ def build_optimizer(
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, fused=fusable(model))
 
 
+def restore_kernel_choice(optimizer: torch.optim.Optimizer, saved: list[tuple[Any, Any]]) -> None:
+    """Put back each param group's (fused, foreach) after `load_state_dict`, which takes them from the checkpoint (a
+    checkpoint written before AdamW was fused would silently switch the kernel off). saved: from `kernel_choice`."""
+    for group, (fused, foreach) in zip(optimizer.param_groups, saved):
+        group["fused"], group["foreach"] = fused, foreach
+
+
+def kernel_choice(optimizer: torch.optim.Optimizer) -> list[tuple[Any, Any]]:
+    """Each param group's (fused, foreach), for `restore_kernel_choice`."""
+    return [(g.get("fused"), g.get("foreach")) for g in optimizer.param_groups]
+
+
 def fusable(model: nn.Module) -> bool:
     """Whether torch's fused AdamW kernel can step every parameter (one kernel for all tensors instead of a loop of
     elementwise ops: ≈5× faster on CPU): floating point, on a device it supports (CPU, CUDA, MPS, XPU)."""

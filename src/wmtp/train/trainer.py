@@ -17,7 +17,7 @@ from wmtp.data.collate import EncodedRecord, collate
 from wmtp.model.mtp import MTPModel
 from wmtp.train.device import peak_memory_mb, resolve_device
 from wmtp.train.distributed import Distributed, apply_activation_checkpointing, init_distributed
-from wmtp.train.optim import build_optimizer, lr_at
+from wmtp.train.optim import build_optimizer, kernel_choice, lr_at, restore_kernel_choice
 from wmtp.train.run_dir import MetricsLog
 from wmtp.train.state import latest_checkpoint
 from wmtp.train.step import (batch_targets, check_head1_alignment, deferred_mean_factor, heads_ce, heads_ce_stats,
@@ -124,7 +124,9 @@ class Trainer:
         path = latest_checkpoint(self.run_dir / "checkpoints")
         if path is None:
             return False
+        kernels = kernel_choice(self.optimizer)
         self.load_state_dict(self.dist.load_checkpoint(path, model=self.model, optimizer=self.optimizer))
+        restore_kernel_choice(self.optimizer, kernels)  # this build's AdamW kernel, not the checkpoint's
         self.metrics.truncate_after(
             self.step, pre_train_step=self.weight_fn.pre_train_steps()[0], pre_train_kinds=self.weight_fn.pre_train_kinds
         )

@@ -55,6 +55,7 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
+from wmtp.config import ConfigError, RunConfig
 from wmtp.data.collate import EncodedRecord
 from wmtp.data.records import DataError, Record
 from wmtp.registry import register_weighting
@@ -154,6 +155,17 @@ class GroupWeight(WeightFn):
 
     Config = GroupConfig
     train_on = "all"  # the group needs its incorrect solutions
+
+    @classmethod
+    def check_config(cls, cfg: RunConfig) -> None:
+        """Also refuses normalize=per_position: a row weight is the same on every head of a position, so per-position
+        normalisation (w·n(t)/Σ_k w) cancels it to 1 and the run would train as uniform (its controls and hybrids
+        too)."""
+        super().check_config(cfg)
+        if cfg.weighting.normalize == "per_position":
+            raise ConfigError(f"weighting.normalize=per_position cancels the group weights (one weight per record, "
+                              f"equal on every head of a position) to uniform; use weighting.normalize=mean with "
+                              f"weighting.name={cfg.weighting.name}")
 
     def prepare(self, run: RunContext) -> None:
         """Group statistics of the training split (and, for validation, of the validation split), once."""
