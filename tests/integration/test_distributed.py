@@ -26,7 +26,10 @@ TOL = 1e-5
 
 
 def _env() -> dict[str, str]:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parent)}
+    """The workers import this directory's helpers and the same wmtp as this process (a worktree's, not the
+    editable install's)."""
+    path = [str(Path(__file__).parent), *sys.path]
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(p for p in path if p)}
 
 
 RENDEZVOUS_ERRORS = ("RendezvousError", "RendezvousConnectionError", "RendezvousTimeoutError", "DistNetworkError",

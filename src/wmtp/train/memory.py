@@ -18,7 +18,8 @@ Activations of one micro-batch of N = (batch_size/W)·max_len tokens, a bytes pe
 The step's peak is the largest of three moments (weights and optimizer state are always there):
     heads     trunk + head + CE + head-block gradients       (sequential head backward)
     trunk end all gradients + one block of activations       (end of the trunk backward)
-    optimizer all gradients (fused AdamW, wmtp.train.optim: no per-parameter temporary)
+    optimizer all gradients (one process: fused AdamW, wmtp.train.optim, no per-parameter temporary; FSDP: the
+              foreach update, + one fp32 temporary per trained parameter)
 """
 
 from __future__ import annotations
@@ -109,7 +110,7 @@ def estimate_memory(model: MTPModel, cfg: RunConfig, *, world_size: int = 1) -> 
 
     heads_phase = activations + 4 * shard(P_head_blocks)
     trunk_end = grads + block + V * D * 4
-    optimizer_step = grads
+    optimizer_step = grads if W == 1 else 2 * grads  # fused AdamW only without DTensors (wmtp.train.optim.fusable)
     peak = params + optimizer + fsdp + max(heads_phase, trunk_end, optimizer_step)
     return MemoryEstimate(params, grads, optimizer, activations, fsdp, peak, W)
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.distributed.tensor import DTensor
 
 from wmtp.config import OptimConfig
 
@@ -42,9 +43,13 @@ def kernel_choice(optimizer: torch.optim.Optimizer) -> list[tuple[Any, Any]]:
 
 def fusable(model: nn.Module) -> bool:
     """Whether torch's fused AdamW kernel can step every parameter (one kernel for all tensors instead of a loop of
-    elementwise ops: ≈5× faster on CPU): floating point, on a device it supports (CPU, CUDA, MPS, XPU)."""
+    elementwise ops: ≈5× faster on CPU): floating point, on a device it supports (CPU, CUDA, MPS, XPU), and no
+    DTensor (FSDP2: torch 2.13's fused kernel refuses the mix of sharded DTensor and replicated plain parameters)."""
     params = [p for p in model.parameters() if p.requires_grad]
-    return bool(params) and all(p.is_floating_point() and p.device.type in ("cpu", "cuda", "mps", "xpu") for p in params)
+    return bool(params) and all(
+        p.is_floating_point() and p.device.type in ("cpu", "cuda", "mps", "xpu") and not isinstance(p, DTensor)
+        for p in params
+    )
 
 
 def lr_at(step: int, *, cfg: OptimConfig, max_steps: int) -> float:

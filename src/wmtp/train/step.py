@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.distributed.tensor import DTensor
 
 from wmtp.config import WeightingConfig
 from wmtp.model.loss import (
@@ -352,7 +353,10 @@ def deferred_mean_factor(model: MTPModel, n_valid_step: int, weight_total_step: 
     """The one pass's `mean` factor n_valid/Σw over the whole step, applied to every .grad of `model` (the gradient is
     linear in it); returns it (1 when Σw = 0) for the caller's loss and weight metrics."""
     factor = n_valid_step / weight_total_step if weight_total_step > 0 else 1.0
-    torch._foreach_mul_([p.grad for p in model.parameters() if p.grad is not None], factor)
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    for kind in ([g for g in grads if isinstance(g, DTensor)], [g for g in grads if not isinstance(g, DTensor)]):
+        if kind:  # FSDP2's sharded DTensor gradients and replicated plain ones: foreach ops refuse a mix
+            torch._foreach_mul_(kind, factor)
     return factor
 
 
