@@ -13,7 +13,8 @@ from oracles import tiny_model
 from wmtp.config import WeightingConfig
 from wmtp.data.collate import EncodedRecord, collate, pack_records
 from wmtp.model.loss import Unembedding, ce_and_grad_norm, chunked_weighted_ce
-from wmtp.train.step import batch_targets, forward_backward, one_pass
+from wmtp.train.distributed import Distributed
+from wmtp.train.step import batch_targets, deferred_mean_factor, forward_backward, one_pass, step_gradients
 from wmtp.weighting.base import WeightFn
 from wmtp.weighting.rho1 import Rho1Config, Rho1Weight, rho1_weights
 
@@ -78,8 +79,10 @@ def _assert_same(a, b, grads_a, grads_b):
     ("per_position", [0.3, 1.0, 2.0], (0.2, 1.3)),
 ])  # fmt: skip
 @pytest.mark.parametrize("chunk", [4, 64])
-def test_one_pass_equals_two_passes(excess, min_ce_diff, normalize, head_coefs, clip, chunk):
-    rcfg = Rho1Config(excess=excess, min_ce_diff=min_ce_diff, temperature=0.7)
+@pytest.mark.parametrize("transform", ["softmax_heads", "softmax_batch"])
+def test_one_pass_equals_two_passes(excess, min_ce_diff, normalize, head_coefs, clip, chunk, transform):
+    """softmax_batch with chunk 4: the running max grows over many chunks (online max-rescaling)."""
+    rcfg = Rho1Config(excess=excess, min_ce_diff=min_ce_diff, temperature=0.7, transform=transform)
     clip_min, clip_max = clip or (None, None)
     wcfg = WeightingConfig(normalize=normalize, head_coefs=head_coefs, clip_min=clip_min, clip_max=clip_max)
     assert one_pass(OnePassRho1(rcfg), wcfg) and not one_pass(TwoPassRho1(rcfg), wcfg)
@@ -158,7 +161,41 @@ def test_local_weights_equal_the_reference_weights_chunk_by_chunk():
                          for s in range(0, B * T, 5)])  # fmt: skip
         torch.testing.assert_close(got.view(B, T, H), ref, atol=1e-6, rtol=1e-6)
     assert not Rho1Weight(Rho1Config(transform="topk")).has_local_weights()
-    assert not Rho1Weight(Rho1Config(transform="softmax_batch")).has_local_weights()
+    fn = Rho1Weight(Rho1Config(transform="softmax_batch", excess="signed", min_ce_diff=0.7, temperature=0.5))
+    assert fn.has_local_weights() and fn.local_weights_are_logs()
+    extras = {k: v.flatten(0, 1) for k, v in fn.local_extras({"ref_ce": ref_ce}, valid).items()}
+    logs = fn.local_weights(ce.flatten(0, 1), valid.flatten(0, 1), extras, {}).view(B, T, H)
+    ref = rho1_weights(ce, ref_ce, valid, excess="signed", temperature=0.5, min_ce_diff=0.7, transform="softmax_batch",
+                       topk_percent=60.0)  # fmt: skip
+    assert torch.isneginf(logs[ref == 0]).all()
+    torch.testing.assert_close(torch.softmax(logs.flatten(), 0).view(B, T, H) * valid.sum(), ref, atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("transform", ["softmax_heads", "softmax_batch"])
+@pytest.mark.parametrize("normalize", ["mean", "per_position"])
+def test_step_gradients_one_pass_equals_two_passes_over_micro_batches(transform, normalize):
+    """The trainer's path (step_gradients) over two micro-batches of unequal size: one pass (deferred `mean`, per
+    micro-batch constants for softmax_batch's log-weights) = two passes (every raw weight first, Σw over the step)."""
+    rcfg = Rho1Config(excess="signed", min_ce_diff=1.0, transform=transform, temperature=0.6)
+    batch = collate(make_records(5, seed=17), pad_id=0)
+    micro = [{k: v[rows] for k, v in batch.items()} for rows in (slice(0, 2), slice(2, 5))]
+    model = tiny_model(3, seed=9, vocab=VOCAB)
+    wcfg = WeightingConfig(normalize=normalize)
+    n_valid = sum(int(batch_targets(b, 3)[1].sum()) for b in micro)
+    single = Distributed(rank=0, world_size=1, mesh=None)
+    results = {}
+    for name, fn in (("one", OnePassRho1(rcfg)), ("two", TwoPassRho1(rcfg))):
+        outs, defer = step_gradients(model, micro, weight_fn=fn, wcfg=wcfg, n_valid_step=n_valid, n_tokens_step=0,
+                                     chunk_tokens=4, dist=single)  # fmt: skip
+        assert defer == (name == "one" and normalize == "mean")
+        loss = sum(o.loss for o in outs)
+        if defer:
+            loss *= deferred_mean_factor(model, n_valid, sum(o.weight_total for o in outs))
+        results[name] = loss, _grads(model)
+    assert results["one"][0] == pytest.approx(results["two"][0], rel=1e-6)
+    for name, grad in results["two"][1].items():
+        scale = max(grad.abs().max().item(), 1.0)
+        torch.testing.assert_close(results["one"][1][name], grad, atol=1e-6 * scale, rtol=1e-5, msg=name)
 
 
 def test_two_pass_where_a_weight_needs_the_whole_step():

@@ -148,8 +148,10 @@ def logit_grad_(e: Tensor, total: Tensor, targets: Tensor, coef: Tensor) -> Tens
     return grad
 
 
-Weigh = Callable[[int, Tensor, Tensor, "Tensor | None"], Tensor]
-"""weigh(start, ce Float[n], has_target Bool[n], grad_norm Float[n] | None) → coef Float[n] of rows start..start+n."""
+Weigh = Callable[[int, Tensor, Tensor, "Tensor | None"], "Tensor | tuple[Tensor, Tensor]"]
+"""weigh(start, ce Float[n], has_target Bool[n], grad_norm Float[n] | None) → coef Float[n] of rows start..start+n,
+or (coef, rescale Float[]): every earlier row's coefficient, ∂hidden and ∂W contribution is multiplied by rescale
+first (online max-rescaling of coefficients exp(s − running max))."""
 
 
 def chunked_weighted_ce(
@@ -180,7 +182,14 @@ def chunked_weighted_ce(
             ce_c, total = exp_shifted_(e, y)
             ce_c = torch.where(has_target, ce_c, 0.0)
             norm = torch.where(has_target, grad_norm_from_exp(e, total, y), 0.0) if grad_norm else None
-            c = torch.where(has_target, weigh(s, ce_c, has_target, norm).float(), 0.0)
+            c = weigh(s, ce_c, has_target, norm)
+            if isinstance(c, tuple):
+                c, rescale = c
+                grad_hidden[:s].mul_(rescale.to(grad_hidden.dtype))
+                coef[:s].mul_(rescale)
+                if unembedding.grad is not None:
+                    unembedding.grad.mul_(rescale)
+            c = torch.where(has_target, c.float(), 0.0)
             grad_hidden[s : s + chunk_rows] = unembedding.backward(logit_grad_(e, total, y, c), h)
             ce[s : s + chunk_rows], coef[s : s + chunk_rows] = ce_c, c
     return ce, coef, grad_hidden

@@ -9,8 +9,11 @@ one pass   weights local to a position (WeightFn.has_local_weights, e.g. rho1's 
            gradients ∂h_k and ∂W (one shared fp32 buffer); one backward through the head blocks, one z.backward(∂z').
            `mean`'s factor n_valid/Σw is one scalar and the gradient is linear in it: the gradient buffers are scaled
            at the end, or, over several micro-batches or ranks (`defer_mean`), the trainer scales every .grad at the
-           end of the optimizer step (StepResult.weight_total). No no-grad head or trunk pass.
-two passes a weight that needs the whole step: topk and softmax_batch (over the batch), clip_min/clip_max after
+           end of the optimizer step (StepResult.weight_total). No no-grad head or trunk pass. Log-weights up to one
+           constant per micro-batch (WeightFn.local_weights_are_logs: rho1's softmax_batch) are exponentiated against
+           the running max; when it grows, the earlier chunks' weights, coefficients, ∂h rows and ∂W are rescaled
+           (online max-rescaling), and the micro-batch is normalised to its own valid count under `mean`.
+two passes a weight that needs the whole step: topk (a rank over the batch), clip_min/clip_max after
            `mean`, controls (a permutation of the batch), the values of attached modules (the critic), hybrids. A
            no-grad CE pass of every head gives the weights (with several micro-batches or ranks the trainer runs
            `raw_step_weights` first: a no-grad trunk forward too), then Meta's sequential per-head backward: head k
@@ -211,12 +214,28 @@ def _one_pass(
     weights = torch.zeros(N, H, dtype=torch.float32, device=z.device)
     raw_total = torch.zeros((), dtype=torch.float32, device=z.device)
     negative = torch.zeros((), dtype=torch.bool, device=z.device)
+    logs = weight_fn.local_weights_are_logs()
+    top = torch.full((), float("-inf"), dtype=torch.float32, device=z.device)  # logs: the running max so far
 
-    def weigh(start: int, ce: Tensor, has_target: Tensor, norm: Tensor | None) -> Tensor:
+    def weigh(start: int, ce: Tensor, has_target: Tensor, norm: Tensor | None) -> Tensor | tuple[Tensor, Tensor]:
         n, s = len(ce) // H, start // H  # rows are (position, head): the chunk holds positions s..s+n
         v = has_target.view(n, H)
         seen = {} if norm is None else {"logit_grad_norm": norm.view(n, H)}
         raw = weight_fn.local_weights(ce.view(n, H), v, {k: x[s : s + n] for k, x in extras.items()}, seen)
+        rescale = None
+        if logs:  # raw = log-weights up to one constant (−inf: weight 0)
+            raw = torch.where(v, raw.detach().float(), float("-inf"))
+            if wcfg.normalize == "per_position":  # the constant cancels within a position: each its own max
+                shift = raw.amax(dim=-1, keepdim=True)
+            else:  # `mean`: exp against the running max; earlier chunks are rescaled when it grows
+                new_top = torch.maximum(top, raw.max())
+                rescale = torch.where(torch.isfinite(top), torch.exp(top - new_top), 1.0)
+                weights[:s].mul_(rescale)
+                raw_total.mul_(rescale)
+                top.copy_(new_top)
+                shift = new_top
+            raw = torch.where(v & torch.isfinite(raw), torch.exp(raw - torch.where(torch.isfinite(shift), shift, 0.0)),
+                              0.0)
         raw = torch.where(v, raw.detach().float(), 0.0)
         negative.logical_or_((raw < 0).any())  # checked once, after the loop: no host sync per chunk
         if wcfg.normalize == "per_position":
@@ -226,15 +245,17 @@ def _one_pass(
             w = raw
             raw_total.add_(raw.sum())
         weights[s : s + n] = w
-        return ((w if lam is None else w * lam) / max(n_valid_step, 1)).flatten()
+        coef = ((w if lam is None else w * lam) / max(n_valid_step, 1)).flatten()
+        return coef if rescale is None else (coef, rescale)
 
     ce, coef, grad_hidden = chunked_weighted_ce(
         hidden.detach().flatten(0, 1), rows_targets.flatten(), weigh, unembedding,
         chunk_rows=H * max(chunk_tokens // H, 1), grad_norm=weight_fn.needs_grad_norm,
     )  # fmt: skip
     loss = (ce * coef).sum()
-    if wcfg.normalize == "mean" and not defer_mean:
-        factor = torch.where(raw_total > 0, rows_valid.sum() / raw_total, 1.0)  # this micro-batch's n_valid / Σw
+    n_valid_mb = rows_valid.sum()
+    if wcfg.normalize == "mean" and (logs or not defer_mean):  # logs: their constant is this micro-batch's own
+        factor = torch.where(raw_total > 0, n_valid_mb / raw_total, 1.0)  # this micro-batch's n_valid / Σw
         for t in (grad_hidden, weights) if unembed_grad is None else (grad_hidden, weights, unembed_grad):
             t.mul_(factor.to(t.dtype))
         loss = loss * factor
@@ -242,7 +263,9 @@ def _one_pass(
     full_ce = torch.zeros(B * T, H, dtype=torch.float32, device=z.device)
     full_w = torch.zeros_like(full_ce)
     full_ce[positions], full_w[positions] = ce.view(N, H), weights
-    deferred = raw_total if wcfg.normalize == "mean" and defer_mean else None
+    deferred = None
+    if wcfg.normalize == "mean" and defer_mean:  # Σ_valid w of this micro-batch (log-weights: already normalised)
+        deferred = torch.where(raw_total > 0, n_valid_mb.float(), 0.0) if logs else raw_total
     return loss, full_ce.view(B, T, H), full_w.view(B, T, H), N > 0, deferred, negative
 
 

@@ -9,6 +9,7 @@ below for every weighting and name none; each hook is a no-op unless overridden,
     needs_grad_norm                     weights() reads outputs["logit_grad_norm"]: ‖∂ce/∂logits_k‖₂ per (t,k)
     has_local_weights() + local_extras  the weight at (t,k) depends only on position t's heads: the step computes
       + local_weights                   the CE, the weights and the gradient in one pass over chunks of positions
+      (+ local_weights_are_logs())      (log-weights up to one constant per micro-batch: a softmax over the batch)
     train_on                            "all": learns from incorrect records too (data.train_on=all is required,
                                         and sweeps set it); None: the user's data.train_on
     supports_packing                    False: needs one record per row (data.pack=true is refused)
@@ -168,6 +169,15 @@ class WeightFn(ABC):
         Bool[n,H], extras: local_extras' rows [n,...] at those positions, outputs: {"logit_grad_norm": Float[n,H]}
         when needs_grad_norm. Called once per chunk, in position order; equal to `weights` at those positions."""
         raise NotImplementedError(f"{type(self).__name__} declares local weights but has no local_weights")
+
+    def local_weights_are_logs(self) -> bool:
+        """Whether `local_weights` gives log-weights (−inf: weight 0) defined up to one additive constant over the
+        micro-batch, as a softmax over the whole batch is (w = c · exp(s) with c = n_valid/Σ exp(s)). The step
+        exponentiates them against the running max of the chunks seen so far (rescaling earlier chunks' weights,
+        coefficients and gradients when it grows: exact online max-rescaling), then normalises the micro-batch to its
+        own valid count under `mean` (its constant is the micro-batch's, as in `weights`); under `per_position` the
+        constant cancels."""
+        return False
 
     def validation_weights(
         self, batch: dict[str, Any], valid: Tensor, ce: Tensor | None, outputs: dict[str, Tensor]

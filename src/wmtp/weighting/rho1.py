@@ -31,7 +31,8 @@ to the other heads of its position.
 The trainer then normalises (DESIGN §6). The batch is the micro-batch the WeightFn sees.
 
 softmax_heads is local to a position: `local_weights` gives the weights of a chunk of positions inside the step's
-one pass (wmtp.train.step); softmax_batch and topk need the whole batch first and take two passes.
+one pass (wmtp.train.step); softmax_batch too, as log-weights excess/T whose normaliser the step applies (online
+max-rescaling); topk needs the whole batch first and takes two passes.
 """
 
 from __future__ import annotations
@@ -249,9 +250,14 @@ class Rho1Weight(WeightFn):
         return self._weights(ce, ref_ce, valid)
 
     def has_local_weights(self) -> bool:
-        """softmax_heads is local to a position (any excess, any min_ce_diff): the step's one pass; softmax_batch
-        and topk need every weight of the batch first (two passes)."""
-        return self.cfg.transform == "softmax_heads"
+        """softmax_heads is local to a position (any excess, any min_ce_diff), and softmax_batch is local up to its
+        normaliser (log-weights: `local_weights_are_logs`): the step's one pass; topk needs every weight of the batch
+        first (two passes)."""
+        return self.cfg.transform in ("softmax_heads", "softmax_batch")
+
+    def local_weights_are_logs(self) -> bool:
+        """softmax_batch: log-weights excess/T on candidates (−inf elsewhere); the normaliser n_valid/Z is the step's."""
+        return self.cfg.transform == "softmax_batch"
 
     def local_extras(self, batch: dict[str, Any], valid: Tensor) -> dict[str, Tensor]:
         """{"ref_ce": Float[B,T,H]}: the reference CE of each entry's target token, ref_ce[b,t+o_k]."""
@@ -261,11 +267,15 @@ class Rho1Weight(WeightFn):
     def local_weights(
         self, ce: Tensor, valid: Tensor, extras: dict[str, Tensor], outputs: dict[str, Tensor]
     ) -> Tensor:
-        """softmax_heads weights Float[n,H] of n positions (equal to `weights` there); statistics are recorded."""
+        """Float[n,H] of n positions, statistics recorded: softmax_heads weights (equal to `weights` there), or for
+        softmax_batch the log-weights excess/T of the candidates (−inf elsewhere; `weights` = their softmax over the
+        batch × n_valid)."""
         x = _excess(ce.detach().float() - extras["ref_ce"], self.cfg.excess)
         valid = valid.bool()
         self._record(x, valid)
         candidates = valid & (x.abs() >= self.cfg.min_ce_diff)
+        if self.cfg.transform == "softmax_batch":
+            return torch.where(candidates, x / self.cfg.temperature, float("-inf"))
         return torch.where(valid, softmax_heads(x, candidates, temperature=self.cfg.temperature), 0.0)
 
     def validation_weights(
