@@ -29,7 +29,7 @@ from torch import Tensor
 
 from wmtp.registry import register_weighting
 from wmtp.weighting.base import NoOptions, WeightFn
-from wmtp.weighting.rho1 import _masked_softmax
+from wmtp.weighting.rho1 import softmax_heads
 
 GRAD_NORM_KEY = "logit_grad_norm"
 
@@ -61,7 +61,7 @@ def gradnorm_weights(norms: Tensor, valid: Tensor, *, power: float, temperature:
     valid = valid.bool()
     x = torch.where(valid, norms.detach().float().clamp(min=0.0), 0.0).pow(power)
     if temperature is not None:  # rho1's softmax_heads over the valid heads
-        x = _masked_softmax(x / temperature, valid, dim=-1) * valid.sum(dim=-1, keepdim=True)
+        x = softmax_heads(x, valid, temperature=temperature)
     return torch.where(valid, x, 0.0).detach()
 
 
