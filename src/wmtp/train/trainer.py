@@ -20,7 +20,7 @@ from wmtp.train.distributed import Distributed, apply_activation_checkpointing, 
 from wmtp.train.optim import build_optimizer, kernel_choice, lr_at, restore_kernel_choice
 from wmtp.train.run_dir import MetricsLog
 from wmtp.train.state import latest_checkpoint
-from wmtp.train.step import (batch_targets, check_head1_alignment, deferred_mean_factor, heads_ce, heads_ce_stats,
+from wmtp.train.step import (batch_targets, check_head1_alignment, deferred_mean_factor, heads_ce_stats,
                              step_gradients)
 from wmtp.train.warmup import freeze_trunk, thaw
 from wmtp.weighting.base import WeightFn, normalize_weights, weight_histogram, weight_stats
@@ -358,15 +358,14 @@ class Trainer:
                 if lm:
                     targets, valid = batch_targets(batch, H, offsets=self.model.head_offsets)
                     on_correct = valid & batch["is_correct"].bool()[:, None, None]
-                    ce = heads_ce(self.model, z, ctx, targets, on_correct, chunk_tokens=self.cfg.train.ce_chunk_tokens)
-                    ce_sum += ce.sum(dim=(0, 1)).double().cpu()
+                    norm_needed = localise and self.weight_fn.needs_grad_norm
+                    # one pass of every head: the correct records' CE, and the incorrect records' too when the
+                    # localised weights read the CE or the logit-gradient norm
+                    rows = valid if localise and (needs_ce or norm_needed) else on_correct
+                    ce, logit_norm = heads_ce_stats(self.model, z, ctx, targets, rows, grad_norm=norm_needed,
+                                                    chunk_tokens=self.cfg.train.ce_chunk_tokens)  # fmt: skip
+                    ce_sum += torch.where(on_correct, ce, 0.0).sum(dim=(0, 1)).double().cpu()
                     count += on_correct.sum(dim=(0, 1)).double().cpu()
-                    if localise and needs_ce:  # the weights read the CE of the incorrect records too
-                        ce = ce + heads_ce(self.model, z, ctx, targets, valid & ~on_correct,
-                                           chunk_tokens=self.cfg.train.ce_chunk_tokens)
-                    if localise and self.weight_fn.needs_grad_norm:
-                        logit_norm = heads_ce_stats(self.model, z, ctx, targets, valid, grad_norm=True,
-                                                   chunk_tokens=self.cfg.train.ce_chunk_tokens)[1]
             reads_outputs = acc is not None or (localise and needs_values)
             outputs = self.weight_fn.forward(self.model, z, ctx) if reads_outputs else {}
             if acc is not None:
