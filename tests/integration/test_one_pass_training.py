@@ -4,29 +4,23 @@ two-pass path's, with one trunk forward per micro-batch and no no-grad pass."""
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
-from wmtp.config import load_config
+from test_trainer import make_cfg, make_records, make_trainer
+
 from wmtp.data.collate import EncodedRecord
-from wmtp.model.mtp import MTPModel
 from wmtp.train.trainer import Trainer
 from wmtp.weighting.rho1 import Rho1Config, Rho1Weight
 
-VOCAB = 61
 
-
-def make_records(n: int, seed: int) -> list[EncodedRecord]:
+def records_with_ref_ce(n: int, seed: int) -> list[EncodedRecord]:
+    """test_trainer's records, each with a random reference CE per token in [0, 6) (0 for the first)."""
     rng = random.Random(seed)
-    out = []
-    for i in range(n):
-        length = rng.randint(8, 20)
-        ids = [1] + [rng.randint(3, VOCAB - 1) for _ in range(length - 2)] + [2]
-        ref = [0.0] + [rng.uniform(0, 6) for _ in range(length - 1)]
-        out.append(EncodedRecord(f"r{i}", ids, n_prompt=rng.randint(1, length - 3), is_correct=True, ref_ce=ref))
-    return out
+    return [replace(r, ref_ce=[0.0] + [rng.uniform(0, 6) for _ in r.input_ids[1:]]) for r in make_records(n, seed)]
 
 
 class TwoPassRho1(Rho1Weight):
@@ -34,22 +28,20 @@ class TwoPassRho1(Rho1Weight):
         return False
 
 
-class GradCapture(Trainer):
-    """Keeps the step's gradients as they are before clipping (the optimizer then steps as usual)."""
+def _trainer(tmp_path: Path, weight_fn, *overrides: str) -> Trainer:
+    """test_trainer's trainer (2 records per micro-batch, 2 micro-batches per step) whose `grads` are the step's
+    gradients as they are before clipping (the optimizer then steps as usual)."""
+    cfg = make_cfg(tmp_path, "train.batch_size=2", "train.grad_accum=2", "train.max_steps=2", *overrides)
+    trainer = make_trainer(cfg, weight_fn, train_data=records_with_ref_ce(12, seed=1),
+                           valid_data=records_with_ref_ce(4, seed=2))  # fmt: skip
+    clip = trainer.clip_grad_norm
 
-    def clip_grad_norm(self) -> float:
-        self.grads = {n: p.grad.clone() for n, p in self.model.named_parameters() if p.grad is not None}
-        return super().clip_grad_norm()
+    def capture_then_clip() -> float:
+        trainer.grads = {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None}
+        return clip()
 
-
-def _trainer(tmp_path: Path, weight_fn, *overrides: str) -> GradCapture:
-    cfg = load_config(None, [f"run_dir={tmp_path}", "model.d_model=32", "model.n_layers=2", "model.n_heads=3",
-                             "model.n_attn_heads=4", "train.batch_size=2", "train.grad_accum=2", "train.max_steps=2",
-                             "train.progress=false", "train.ce_chunk_tokens=16", *overrides])  # fmt: skip
-    torch.manual_seed(cfg.seed)
-    model = MTPModel.from_config(cfg.model, vocab_size=VOCAB, pad_id=0, bos_id=1, eos_id=2)
-    return GradCapture(cfg, model=model, weight_fn=weight_fn, train_data=make_records(12, seed=1),
-                       valid_data=make_records(4, seed=2), pad_id=0, run_dir=tmp_path)  # fmt: skip
+    trainer.clip_grad_norm = capture_then_clip
+    return trainer
 
 
 def _count_trunk_forwards(trainer: Trainer) -> list[int]:

@@ -51,15 +51,16 @@ def make_cfg(run_dir: Path, *overrides: str):
     )
 
 
-def make_trainer(cfg, weight_fn=None) -> Trainer:
+def make_trainer(cfg, weight_fn=None, *, train_data=None, valid_data=None) -> Trainer:
+    """A Trainer of a fresh seeded model on `train_data` / `valid_data` (default: make_records(30) / (9))."""
     torch.manual_seed(cfg.seed)
     model = MTPModel.from_config(cfg.model, vocab_size=VOCAB, pad_id=0, bos_id=1, eos_id=2)
     return Trainer(
         cfg,
         model=model,
         weight_fn=weight_fn or UniformWeight(),
-        train_data=make_records(30, seed=1),
-        valid_data=make_records(9, seed=2),
+        train_data=make_records(30, seed=1) if train_data is None else train_data,
+        valid_data=make_records(9, seed=2) if valid_data is None else valid_data,
         pad_id=0,
         run_dir=Path(cfg.run_dir),
     )

@@ -1,9 +1,27 @@
-"""Naive reference implementations (explicit loops) and the tiny model shared by the unit tests."""
+"""Naive reference implementations (explicit loops), the tiny model and random records shared by the unit tests."""
+
+import random
 
 import torch
 
 from wmtp.config import ModelConfig
+from wmtp.data.collate import EncodedRecord
 from wmtp.model.mtp import MTPModel
+
+
+def records_with_ref_ce(
+    n: int, seed: int, *, vocab: int, lengths: tuple[int, int] = (6, 16), ref_max: float = 6.0
+) -> list[EncodedRecord]:
+    """n correct records of random tokens (BOS 1, ids in [3, vocab), EOS 2), lengths drawn in `lengths` (inclusive),
+    a random prompt length and a reference CE per token in [0, ref_max) (0 for the first token)."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        length = rng.randint(*lengths)
+        ids = [1] + [rng.randrange(3, vocab) for _ in range(length - 2)] + [2]
+        ref = [0.0] + [rng.uniform(0, ref_max) for _ in range(length - 1)]
+        out.append(EncodedRecord(f"r{i}", ids, n_prompt=rng.randint(1, length - 3), is_correct=True, ref_ce=ref))
+    return out
 
 
 def naive_normalize(raw, valid, mode, clip_min=None, clip_max=None):

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import random
 
 import pytest
 import torch
+from oracles import records_with_ref_ce
 
 from wmtp.config import WeightingConfig, load_config
-from wmtp.data.collate import EncodedRecord, collate
+from wmtp.data.collate import collate
 from wmtp.model.loss import mtp_targets
 from wmtp.model.mtp import MTPModel
 from wmtp.train.step import forward_backward
@@ -98,14 +98,7 @@ def test_registry_builds_controls_of_rho1():
 
 
 def make_batch(seed, B=4):
-    rng = random.Random(seed)
-    records = []
-    for i in range(B):
-        n = rng.randint(8, 16)
-        ids = [1] + [rng.randint(3, VOCAB - 1) for _ in range(n - 2)] + [2]
-        ref = [0.0] + [rng.uniform(0, 5) for _ in range(n - 1)]
-        records.append(EncodedRecord(f"r{i}", ids, n_prompt=rng.randint(1, n - 3), is_correct=True, ref_ce=ref))
-    return collate(records, pad_id=0)
+    return collate(records_with_ref_ce(B, seed, vocab=VOCAB, lengths=(8, 16), ref_max=5.0), pad_id=0)
 
 
 @pytest.mark.parametrize("control", ["shuffled", "random"])

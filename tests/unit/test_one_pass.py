@@ -3,12 +3,10 @@ and the deferred `mean` factor (wmtp.train.step, wmtp.model.loss)."""
 
 from __future__ import annotations
 
-import random
-
 import pytest
 import torch
 import torch.nn.functional as F
-from oracles import tiny_model
+from oracles import records_with_ref_ce, tiny_model
 
 from wmtp.config import WeightingConfig
 from wmtp.data.collate import EncodedRecord, collate, pack_records
@@ -22,14 +20,7 @@ VOCAB = 97
 
 
 def make_records(n: int, seed: int, max_len: int = 16) -> list[EncodedRecord]:
-    rng = random.Random(seed)
-    out = []
-    for i in range(n):
-        length = rng.randint(6, max_len)
-        ids = [1] + [rng.randrange(3, VOCAB) for _ in range(length - 2)] + [2]
-        ref = [0.0] + [rng.uniform(0, 6) for _ in range(length - 1)]
-        out.append(EncodedRecord(f"r{i}", ids, n_prompt=rng.randint(1, length - 3), is_correct=True, ref_ce=ref))
-    return out
+    return records_with_ref_ce(n, seed, vocab=VOCAB, lengths=(6, max_len))
 
 
 class TwoPassRho1(Rho1Weight):
