@@ -109,7 +109,7 @@ class Sampling:
 def contiguous_draft_heads(model: MTPModel) -> int:
     """How many heads can draft: heads 2..c+1 where head k predicts offset k for k ≤ c+1 (`head_offsets`,
     default 1..H). Speculative decoding chains drafts token after token, so a gap in the offsets ends the chain."""
-    offsets = tuple(getattr(model, "head_offsets", tuple(range(1, model.n_heads + 1))))
+    offsets = model.head_offsets
     if not offsets or offsets[0] != 1:
         raise ValueError(f"head 1 must predict the next token (head_offsets = {offsets})")
     c = 1
